@@ -1,0 +1,76 @@
+"""The built-in default dataset, generated deterministically so the repo ships no third-party data.
+
+Task: read one sentence about a person and answer with a JSON object {"name", "age", "job", "city"} in a
+fixed key order. SmolLM2-135M-Instruct does not do this out of the box (it paraphrases, or emits other keys),
+it is learnable in a few dozen QLoRA steps on a CPU, and it has an exact, automatic task metric.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+NAMES = [
+    "Ana", "Bruno", "Chloe", "Dmitri", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kavya", "Liam",
+    "Mei", "Nadia", "Omar", "Priya", "Quentin", "Rosa", "Sven", "Tariq", "Uma", "Victor", "Wen", "Ximena",
+    "Yusuf", "Zoe", "Aiko", "Bilal", "Carmen", "Diego", "Emma", "Felix", "Giulia", "Hassan", "Ivy", "Jakob",
+    "Keiko", "Lucas", "Maya", "Nikos", "Olga", "Pablo", "Rania", "Sofia", "Tomas", "Valeria", "Wanjiru",
+    "Yara", "Arjun", "Beatriz", "Cyrus", "Dalia", "Erik", "Fatima", "Gustav", "Hana", "Idris", "Julia",
+]
+JOBS = [
+    "nurse", "carpenter", "pilot", "teacher", "chemist", "baker", "architect", "plumber", "librarian",
+    "journalist", "electrician", "dentist", "farmer", "translator", "geologist", "firefighter", "tailor",
+    "pharmacist", "photographer", "mechanic", "economist", "florist", "surgeon", "welder", "cartographer",
+    "beekeeper", "locksmith", "veterinarian", "violinist", "accountant", "astronomer", "potter",
+]
+CITIES = [
+    "Lisbon", "Nairobi", "Osaka", "Lima", "Oslo", "Cairo", "Toronto", "Hanoi", "Krakow", "Santiago",
+    "Dublin", "Mumbai", "Porto", "Seoul", "Tunis", "Vienna", "Quito", "Perth", "Bergen", "Accra", "Lyon",
+    "Tbilisi", "Denver", "Manila", "Zurich", "Bogota", "Helsinki", "Dakar", "Adelaide", "Valencia",
+]
+SENTENCES = [
+    "{name} is a {age}-year-old {job} from {city}.",
+    "Meet {name}: {age} years old, works as a {job} and lives in {city}.",
+    "{city} is home to {name}, a {job} aged {age}.",
+    "At {age}, {name} works as a {job} in {city}.",
+    "Our new {job}, {name}, just moved here from {city} and turned {age} last month.",
+    "{name} ({age}) has been a {job} in {city} for years.",
+    "Born {age} years ago, {name} now lives in {city} and works as a {job}.",
+]
+INSTRUCTIONS = [
+    "Extract the person's name, age, job and city as JSON.",
+    "Return a JSON object with the keys name, age, job and city for the person described.",
+    "Read the sentence and give name, age, job and city as JSON.",
+]
+
+
+def person_json(name: str, age: int, job: str, city: str) -> str:
+    """The one accepted answer format: compact JSON, fixed key order, age as a number."""
+    return json.dumps({"name": name, "age": age, "job": job, "city": city})
+
+
+def extract_json_examples(count: int, seed: int = 0) -> list[dict]:
+    """`count` conversations in the `messages` format, identical for the same (count, seed)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        person = {
+            "name": rng.choice(NAMES),
+            "age": rng.randint(19, 78),
+            "job": rng.choice(JOBS),
+            "city": rng.choice(CITIES),
+        }
+        sentence = rng.choice(SENTENCES).format(**person)
+        prompt = f"{rng.choice(INSTRUCTIONS)}\n\n{sentence}"
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": prompt},
+                    {"role": "assistant", "content": person_json(**person)},
+                ]
+            }
+        )
+    return rows
+
+
+BUILTIN = {"extract_json": extract_json_examples}

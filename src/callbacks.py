@@ -1,0 +1,99 @@
+"""TensorBoard extras the libraries do not write: tokens/s and memory, sample generations, HPARAMS."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+import time
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from src.evaluate import generate_replies
+
+log = logging.getLogger(__name__)
+
+
+def peak_memory_gb() -> float:
+    """Peak accelerator memory if training on CUDA, else the process's peak resident set size."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**30
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / (2**30 if sys.platform == "darwin" else 2**20)
+
+
+class ThroughputCallback(TrainerCallback):
+    """Logs training tokens per second (time inside optimizer steps only, evals excluded) and peak memory."""
+
+    def __init__(self, writer):
+        self.writer = writer
+        self.step_seconds = 0.0
+        self.total_step_seconds = 0.0
+        self.tokens_at_last_log = 0
+        self._started = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        elapsed = time.perf_counter() - self._started
+        self.step_seconds += elapsed
+        self.total_step_seconds += elapsed
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or "loss" not in logs or self.step_seconds == 0:
+            return
+        tokens = state.num_input_tokens_seen - self.tokens_at_last_log
+        if self.writer is not None:
+            self.writer.add_scalar("train/tokens_per_second", tokens / self.step_seconds, state.global_step)
+            self.writer.add_scalar("train/peak_memory_gb", peak_memory_gb(), state.global_step)
+        self.tokens_at_last_log = state.num_input_tokens_seen
+        self.step_seconds = 0.0
+
+
+def log_samples(writer, samples: list[dict[str, str]], tag: str, step: int) -> None:
+    """Print generated samples and write them to TensorBoard as one markdown text entry."""
+    blocks = []
+    for i, sample in enumerate(samples):
+        log.info("[%s] prompt %d: %r\n    -> %r", tag, i, sample["prompt"][-200:], sample["prediction"])
+        reference = f"\n\n**reference:** `{sample['reference']}`" if sample.get("reference") else ""
+        blocks.append(f"**prompt:** {sample['prompt']}\n\n**output:** `{sample['prediction']}`{reference}")
+    if writer is not None and blocks:
+        writer.add_text(f"samples/{tag}", "\n\n---\n\n".join(blocks), step)
+
+
+class SampleGenerationCallback(TrainerCallback):
+    """Generates replies to a few fixed prompts at evaluations, so a person can read them improve."""
+
+    def __init__(self, writer, tokenizer, prompts, max_new_tokens: int, every_evals: int):
+        self.writer = writer
+        self.tokenizer = tokenizer
+        self.prompts = prompts  # list of (messages, reference or "")
+        self.max_new_tokens = max_new_tokens
+        self.every_evals = every_evals
+        self.evals = 0
+
+    def sample(self, model, tag: str, step: int) -> list[dict[str, str]]:
+        replies = generate_replies(model, self.tokenizer, [p for p, _ in self.prompts], self.max_new_tokens)
+        samples = [
+            {"prompt": p[-1]["content"], "reference": r, "prediction": y}
+            for (p, r), y in zip(self.prompts, replies)
+        ]
+        log_samples(self.writer, samples, tag, step)
+        return samples
+
+    def on_evaluate(self, args, state, control, model=None, **kwargs):
+        self.evals += 1
+        if self.every_evals and self.evals % self.every_evals == 0 and model is not None:
+            self.sample(model, "during_training", state.global_step)
+
+
+def write_hparams(writer, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+    """Write the HPARAMS-tab summary into the run's own log dir (transformers no longer does this)."""
+    if writer is None:
+        return
+    clean = {k: (v if isinstance(v, int | float | str | bool) else str(v)) for k, v in hparams.items()}
+    writer.add_hparams(clean, {f"hparam/{k}": float(v) for k, v in metrics.items()}, run_name=".")
+    writer.flush()

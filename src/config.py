@@ -1,0 +1,253 @@
+"""Typed config schemas for every group, registered in Hydra's ConfigStore, and the checks that turn
+bad input into one clear sentence before any weights load.
+
+Structured configs make Hydra refuse unknown keys and ill-typed values itself ("Key 'learnin_rate' not in
+'OptimConfig'"); `validate` adds the value checks a type cannot express.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class ConfigError(ValueError):
+    """A mistake in the user's config or input data; its message is shown alone, without a traceback."""
+
+
+LLAMA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # Hub id or local folder (source=hub); a label otherwise
+    source: str = "hub"  # hub | gguf | random
+    revision: str | None = None  # Hub revision (branch, tag or commit)
+    gguf_package: str | None = None  # Python package shipping the GGUF file (source=gguf, random)
+    gguf_file: str | None = None
+    dtype: str = "bfloat16"  # bfloat16 | float16 | float32 | auto: weights' dtype when not quantized
+    attn_implementation: str = "auto"  # auto (flash_attention_2 on CUDA if installed, else sdpa) | sdpa | eager
+    trust_remote_code: bool = False
+    chat_template: str | None = None  # Jinja override of the tokenizer's chat template
+    architecture: dict[str, Any] | None = None  # source=random: transformers config kwargs
+    random_seed: int = 0  # source=random: weight initialisation seed
+
+
+@dataclass
+class LoraConfigSchema:
+    enabled: bool = True  # false = full fine-tuning (lora=none)
+    r: int = 16
+    alpha: int | None = None  # null = 2 × r
+    dropout: float = 0.05
+    bias: str = "none"  # none | all | lora_only
+    target_modules: list[str] = field(default_factory=lambda: list(LLAMA_PROJECTIONS))
+
+
+@dataclass
+class OptimConfig:
+    learning_rate: float = 1e-4
+    lr_scheduler_type: str = "cosine"  # cosine | linear | constant (all after warmup)
+    warmup_ratio: float = 0.05
+    eta_min: float = 0.0  # cosine only: final learning rate as a fraction of the peak
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    optimizer: str = "adamw_torch"  # any transformers optim name: adamw_torch, paged_adamw_8bit, adamw_8bit …
+    num_train_epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides num_train_epochs
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    source: str = "builtin"  # builtin | hub | local
+    path: str | None = None  # Hub dataset id (source=hub) or file path(s)/glob, comma-separated (local)
+    builtin_examples: int = 0  # source=builtin: examples to generate (train + eval)
+    format: str = "auto"  # auto | messages | prompt_completion | alpaca | text
+    train_split: str = "train"
+    eval_split: str | None = None  # named split (hub) …
+    eval_path: str | None = None  # … or a separate local file …
+    eval_fraction: float = 0.1  # … or a held-out fraction of train, split with split_seed
+    split_seed: int = 42
+    max_train_examples: int | None = None  # cap after splitting (large Hub sets)
+    max_eval_examples: int | None = None
+    max_length: int = 512  # tokens per example (and per packed row)
+    packing: bool = True  # pack examples into rows of max_length, isolated from each other
+    eval_packing: bool = False  # eval unpacked so eval loss compares across trials
+    assistant_only_loss: bool = True  # labels only on assistant tokens; false trains on the whole text
+    task_metric: str = "none"  # none | exact_match | json_exact_match (scored on generated eval answers)
+
+
+@dataclass
+class MemoryConfig:
+    load_in_4bit: bool = True
+    bnb_4bit_quant_type: str = "nf4"
+    bnb_4bit_use_double_quant: bool = True
+    bnb_4bit_compute_dtype: str = "bfloat16"
+    gradient_checkpointing: bool = True
+    per_device_train_batch_size: int = 4  # b_micro
+    gradient_accumulation_steps: int = 4  # G
+    per_device_eval_batch_size: int = 8
+
+
+@dataclass
+class EvalConfig:
+    steps: int = 10  # evaluate (and checkpoint) every N optimizer steps
+    before_training: bool = True  # eval loss and task metric of the untouched base, as the baseline
+    early_stopping_patience: int = 3  # evals without improvement before stopping; 0 disables
+    early_stopping_threshold: float = 0.0  # minimum eval-loss improvement that counts
+    task_examples: int = 32  # held-out examples generated and scored for data.task_metric
+    max_new_tokens: int = 64
+
+
+@dataclass
+class MonitorConfig:
+    logging_steps: int = 1
+    sample_prompts: list[str] = field(default_factory=list)  # fixed prompts; empty = first eval prompts
+    num_samples: int = 3  # how many eval prompts when sample_prompts is empty
+    samples_every_evals: int = 1  # log generations at every Nth eval (0 = only before and after training)
+    progress_bar: bool = True
+
+
+@dataclass
+class SaveConfig:
+    adapter: bool = True
+    merge: bool = False  # also write a standalone merged model (from a full-precision base)
+    save_total_limit: int = 2  # checkpoints kept (the best one is always kept)
+
+
+@dataclass
+class PathsConfig:
+    output_dir: str = MISSING  # this run's folder (Hydra's run dir)
+    cache_dir: str = MISSING  # converted base models and tokenized datasets, shared by runs
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfigSchema = field(default_factory=LoraConfigSchema)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    save: SaveConfig = field(default_factory=SaveConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    seed: int = 42
+    use_cpu: bool = False  # train on CPU even when a GPU is present
+
+
+def register_configs() -> None:
+    """Register the schemas so conf/ YAML files are validated against them when composed."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    for group, node in [
+        ("model", ModelConfig),
+        ("lora", LoraConfigSchema),
+        ("optim", OptimConfig),
+        ("data", DataConfig),
+        ("memory", MemoryConfig),
+    ]:
+        cs.store(group=group, name=f"{group}_schema", node=node)
+
+
+register_configs()
+
+CHOICES = {
+    "model.source": {"hub", "gguf", "random"},
+    "model.dtype": {"bfloat16", "float16", "float32", "auto"},
+    "model.attn_implementation": {"auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3"},
+    "lora.bias": {"none", "all", "lora_only"},
+    "optim.lr_scheduler_type": {"cosine", "linear", "constant"},
+    "data.source": {"builtin", "hub", "local"},
+    "data.format": {"auto", "messages", "prompt_completion", "alpaca", "text"},
+    "data.task_metric": {"none", "exact_match", "json_exact_match"},
+    "memory.bnb_4bit_quant_type": {"nf4", "fp4"},
+    "memory.bnb_4bit_compute_dtype": {"bfloat16", "float16", "float32"},
+}
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    node = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def local_files(spec: str) -> list[Path]:
+    """Expand a comma-separated list of paths and globs; each part must match at least one file."""
+    files: list[Path] = []
+    for part in [p.strip() for p in spec.split(",") if p.strip()]:
+        matches = sorted(glob.glob(str(Path(part).expanduser())))
+        if not matches:
+            raise ConfigError(
+                f"data.path: no file matches '{part}'; give an existing .jsonl/.json/.parquet/.csv file or glob "
+                f"(relative paths start from {Path.cwd()})."
+            )
+        files.extend(Path(m) for m in matches)
+    return files
+
+
+def validate(cfg: Any) -> None:
+    """Check values a type cannot express; raise ConfigError naming the field and the fix."""
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {sorted(allowed)}.")
+
+    def positive(key: str, value: float, hint: str = "") -> None:
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise ConfigError(f"{key}={value} must be a positive number{hint}.")
+
+    model, lora, optim, data, memory = cfg.model, cfg.lora, cfg.optim, cfg.data, cfg.memory
+    if model.source in {"gguf", "random"} and not (model.gguf_package and model.gguf_file):
+        raise ConfigError(f"model.source={model.source} needs model.gguf_package and model.gguf_file.")
+    if model.source == "random" and not model.architecture:
+        raise ConfigError("model.source=random needs model.architecture (transformers config kwargs).")
+    if lora.enabled:
+        positive("lora.r", lora.r, " (LoRA rank, e.g. 8, 16, 32 or 64)")
+        if lora.alpha is not None:
+            positive("lora.alpha", lora.alpha, " (or null for 2 × r)")
+        if not 0 <= lora.dropout < 1:
+            raise ConfigError(f"lora.dropout={lora.dropout} must be in [0, 1).")
+        if not lora.target_modules:
+            raise ConfigError("lora.target_modules is empty; list the projections to adapt, e.g. [q_proj, v_proj].")
+    elif memory.load_in_4bit:
+        raise ConfigError(
+            "lora=none (full fine-tuning) cannot train 4-bit quantized weights; add memory=bf16."
+        )
+    positive("optim.learning_rate", optim.learning_rate, " (1e-4 is a good start for LoRA)")
+    if not 0 <= optim.warmup_ratio < 1:
+        raise ConfigError(f"optim.warmup_ratio={optim.warmup_ratio} must be in [0, 1) (0.03–0.10 is typical).")
+    if not 0 <= optim.eta_min <= 1:
+        raise ConfigError(f"optim.eta_min={optim.eta_min} is a fraction of the peak learning rate: use [0, 1].")
+    if optim.weight_decay < 0:
+        raise ConfigError(f"optim.weight_decay={optim.weight_decay} must be ≥ 0.")
+    positive("optim.max_grad_norm", optim.max_grad_norm)
+    if optim.max_steps <= 0:
+        positive("optim.num_train_epochs", optim.num_train_epochs, " (or set optim.max_steps)")
+    positive("data.max_length", data.max_length)
+    if not 0 < data.eval_fraction < 1 and not (data.eval_split or data.eval_path):
+        raise ConfigError(f"data.eval_fraction={data.eval_fraction} must be in (0, 1), or set data.eval_split.")
+    if data.source == "local":
+        if not data.path:
+            raise ConfigError("data=jsonl needs data.path=/path/to/train.jsonl (globs and comma lists work).")
+        local_files(data.path)
+        if data.eval_path:
+            local_files(data.eval_path)
+    if data.source == "hub" and not data.path:
+        raise ConfigError("data.source=hub needs data.path=<dataset id>.")
+    positive("memory.per_device_train_batch_size", memory.per_device_train_batch_size)
+    positive("memory.gradient_accumulation_steps", memory.gradient_accumulation_steps)
+    positive("memory.per_device_eval_batch_size", memory.per_device_eval_batch_size)
+    positive("eval.steps", cfg.eval.steps)
+    if cfg.eval.early_stopping_patience < 0:
+        raise ConfigError("eval.early_stopping_patience must be ≥ 0 (0 disables early stopping).")
+    positive("monitor.logging_steps", cfg.monitor.logging_steps)
+    if cfg.save.save_total_limit < 1:
+        raise ConfigError("save.save_total_limit must be ≥ 1 (the best checkpoint must be kept).")

@@ -1,0 +1,87 @@
+"""What a run tells the user: the pre-training summary, metrics.json, and the hparams TensorBoard lists."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from src.config import ConfigError
+from src.model import alpha_for, count_parameters
+
+
+def world_size() -> int:
+    """Number of data-parallel processes (N_gpu in the article's effective-batch formula)."""
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+
+def effective_batch_line(memory) -> str:
+    n = world_size()
+    b, g = memory.per_device_train_batch_size, memory.gradient_accumulation_steps
+    return f"effective batch = {b} (micro-batch) × {g} (grad accumulation) × {n} (processes) = {b * g * n}"
+
+
+def parameters_line(model) -> str:
+    """The line PEFT's print_trainable_parameters prints, as a string we can log."""
+    trainable, total = count_parameters(model)
+    return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}"
+
+
+def summary_lines(cfg, model, total_steps: int, warmup_steps: int, dtype: torch.dtype) -> list[str]:
+    device = "cuda" if torch.cuda.is_available() and not cfg.use_cpu else "cpu"
+    quant = (
+        f"{cfg.memory.bnb_4bit_quant_type} 4-bit (double quant={cfg.memory.bnb_4bit_use_double_quant})"
+        if cfg.memory.load_in_4bit
+        else "none"
+    )
+    lora = f"r={cfg.lora.r} alpha={alpha_for(cfg.lora)}" if cfg.lora.enabled else "none (full fine-tuning)"
+    return [
+        f"model: {cfg.model.name} | quantization: {quant} | LoRA: {lora}",
+        parameters_line(model),
+        effective_batch_line(cfg.memory),
+        f"steps: {total_steps} total, {warmup_steps} warmup | schedule: {cfg.optim.lr_scheduler_type} "
+        f"| learning_rate: {cfg.optim.learning_rate:g}",
+        f"device: {device} | precision: {str(dtype).removeprefix('torch.')} "
+        f"| gradient checkpointing: {cfg.memory.gradient_checkpointing}",
+    ]
+
+
+def hparams(cfg) -> dict[str, Any]:
+    """The knobs a sweep compares, flat, for TensorBoard's HPARAMS tab."""
+    return {
+        "model": cfg.model.name,
+        "learning_rate": cfg.optim.learning_rate,
+        "lr_scheduler_type": cfg.optim.lr_scheduler_type,
+        "warmup_ratio": cfg.optim.warmup_ratio,
+        "weight_decay": cfg.optim.weight_decay,
+        "num_train_epochs": cfg.optim.num_train_epochs,
+        "lora_r": cfg.lora.r if cfg.lora.enabled else 0,
+        "lora_alpha": alpha_for(cfg.lora) if cfg.lora.enabled else 0,
+        "max_length": cfg.data.max_length,
+        "packing": cfg.data.packing,
+        "effective_batch": cfg.memory.per_device_train_batch_size
+        * cfg.memory.gradient_accumulation_steps
+        * world_size(),
+        "load_in_4bit": cfg.memory.load_in_4bit,
+        "seed": cfg.seed,
+    }
+
+
+def claim_run_dir(run_dir: Path) -> None:
+    """Refuse to train into a folder that already holds a finished run: earlier results are never overwritten."""
+    if (run_dir / "metrics.json").exists():
+        raise ConfigError(
+            f"{run_dir} already holds a finished run (metrics.json); choose another hydra.run.dir."
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:
+    path = run_dir / "metrics.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    tmp.rename(path)
+    return path

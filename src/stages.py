@@ -1,0 +1,180 @@
+"""The stages `src/train.py` calls in order, each a thin layer over the module that does the work."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import set_seed
+from transformers.integrations import TensorBoardCallback
+
+from src import data as data_stage
+from src import model as model_stage
+from src.callbacks import SampleGenerationCallback, ThroughputCallback, log_samples, peak_memory_gb, write_hparams
+from src.evaluate import prompt_and_reference, task_metric
+from src.export import merge_adapter, save_adapter
+from src.run_info import claim_run_dir, hparams, summary_lines, write_metrics
+from src.trainer import build_trainer, compute_dtype, planned_steps
+
+log = logging.getLogger("src.train")
+
+__all__ = ["claim_run_dir", "build_tokenizer", "build_data", "build_model", "build_run", "save", "finish"]
+
+
+def build_tokenizer(cfg):
+    """Resolve the base weights (converting the embedded GGUF once) and load its tokenizer."""
+    set_seed(cfg.seed)
+    base = model_stage.resolve_base(cfg.model, cfg.paths.cache_dir)
+    return base, model_stage.load_tokenizer(cfg.model, base)
+
+
+def build_data(cfg, tokenizer, run_dir: Path) -> data_stage.PreparedData:
+    """Tokenize (or read the cache), then print and save the data report before any weights load."""
+    data = data_stage.prepare_data(cfg.data, tokenizer, cfg.paths.cache_dir)
+    for line in data_stage.summarize_report(data.report, cfg.data.max_length):
+        log.info(line)
+    log.info("Tokenized data %s: %s", "read from cache" if data.from_cache else "written to", data.cache_path)
+    (run_dir / "data_report.json").write_text(json.dumps(data.report))
+    return data
+
+
+def build_model(cfg, base: str):
+    set_seed(cfg.seed)
+    return model_stage.build_model(cfg, base)
+
+
+@dataclass
+class TrainingRun:
+    """One configured trainer plus what monitors it; `train()` returns the run's metrics."""
+
+    cfg: Any
+    trainer: Any
+    tokenizer: Any
+    data: data_stage.PreparedData
+    writer: Any
+    sampler: SampleGenerationCallback
+    throughput: ThroughputCallback
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def task_scores(self, tag: str, step: int) -> dict[str, float]:
+        cfg = self.cfg
+        scores, samples = task_metric(
+            self.trainer.model,
+            self.tokenizer,
+            self.data.eval_conversations,
+            cfg.data.task_metric,
+            cfg.eval.task_examples,
+            cfg.eval.max_new_tokens,
+            cfg.memory.per_device_eval_batch_size * 2,
+        )
+        for name, value in scores.items():
+            log.info("task metric %s %s: %.3f", tag, name, value)
+            if self.writer is not None:
+                self.writer.add_scalar(f"task/{name}", value, step)
+        if samples and self.writer is not None:
+            self.writer.add_text(
+                f"task/{tag}",
+                "\n\n".join(f"`{s['prediction']}` (reference `{s['reference']}`)" for s in samples[:8]),
+                step,
+            )
+        return scores
+
+    def train(self) -> dict[str, Any]:
+        cfg, trainer = self.cfg, self.trainer
+        baseline: dict[str, Any] = {}
+        if cfg.eval.before_training:
+            baseline["eval_loss"] = trainer.evaluate()["eval_loss"]
+            log.info("eval loss before training: %.4f", baseline["eval_loss"])
+            baseline["task"] = self.task_scores("before_training", 0)
+        self.sampler.sample(trainer.model, "before_training", 0)
+        started = time.perf_counter()
+        result = trainer.train()
+        train_seconds = time.perf_counter() - started
+        state = trainer.state
+        evals = [(e["step"], e["eval_loss"]) for e in state.log_history if "eval_loss" in e]
+        best_step, best_loss = min(evals, key=lambda e: e[1]) if evals else (0, math.nan)
+        if state.best_metric is not None:
+            best_loss = state.best_metric
+        after_task = self.task_scores("after_training", state.global_step)
+        self.sampler.sample(trainer.model, "after_training", state.global_step)
+        tokens = state.num_input_tokens_seen
+        step_seconds = self.throughput.total_step_seconds or train_seconds
+        self.metrics = {
+            "best_eval_loss": float(best_loss),
+            "best_step": best_step,
+            "final_eval_loss": float(evals[-1][1]) if evals else math.nan,
+            "baseline_eval_loss": baseline.get("eval_loss"),
+            "global_step": state.global_step,
+            "planned_steps": state.max_steps,
+            "stopped_early": state.global_step < state.max_steps,
+            "train_loss": result.training_loss,
+            "train_tokens": tokens,
+            "train_tokens_per_second": tokens / step_seconds if step_seconds else 0.0,
+            "train_seconds": train_seconds,
+            "peak_memory_gb": peak_memory_gb(),
+            "task_metric": {"name": cfg.data.task_metric, "before": baseline.get("task", {}), "after": after_task},
+            "eval_history": [{"step": s, "eval_loss": v} for s, v in evals],
+        }
+        log.info(
+            "best eval loss %.4f at step %d (baseline %s) | %d steps%s | %.0f tokens/s | peak memory %.2f GB",
+            best_loss,
+            best_step,
+            f"{baseline['eval_loss']:.4f}" if "eval_loss" in baseline else "not measured",
+            state.global_step,
+            " (stopped early)" if self.metrics["stopped_early"] else "",
+            self.metrics["train_tokens_per_second"],
+            self.metrics["peak_memory_gb"],
+        )
+        return self.metrics
+
+
+def build_run(cfg, model, tokenizer, data, run_dir: Path) -> TrainingRun:
+    """Trainer with TensorBoard, throughput and sample-generation callbacks; prints the run summary."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    prompts = _sample_prompts(cfg, data)
+    sampler = SampleGenerationCallback(
+        writer, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.monitor.samples_every_evals
+    )
+    throughput = ThroughputCallback(writer)
+    callbacks = [TensorBoardCallback(tb_writer=writer), throughput, sampler]
+    trainer = build_trainer(cfg, model, tokenizer, data, run_dir / "checkpoints", callbacks)
+    total, warmup = planned_steps(trainer)
+    for line in summary_lines(cfg, trainer.model, total, warmup, compute_dtype(cfg)):
+        log.info(line)
+    return TrainingRun(cfg, trainer, tokenizer, data, writer, sampler, throughput)
+
+
+def _sample_prompts(cfg, data) -> list[tuple[list[dict[str, str]], str]]:
+    if cfg.monitor.sample_prompts:
+        return [([{"role": "user", "content": p}], "") for p in cfg.monitor.sample_prompts]
+    pairs = [p for p in map(prompt_and_reference, data.eval_conversations) if p is not None]
+    return pairs[: cfg.monitor.num_samples]
+
+
+def save(cfg, run: TrainingRun, base: str, tokenizer, run_dir: Path) -> None:
+    """Adapter (best checkpoint, loaded at the end of training) and, if asked, the merged model."""
+    if not cfg.save.adapter:
+        return
+    adapter_dir = save_adapter(run.trainer, tokenizer, run_dir, cfg.lora.enabled)
+    if cfg.save.merge and cfg.lora.enabled:
+        merge_adapter(cfg.model, base, adapter_dir, run_dir / "merged", tokenizer)
+
+
+def finish(run: TrainingRun, metrics: dict[str, Any], run_dir: Path) -> None:
+    """metrics.json (written last: its presence marks a finished run) and the HPARAMS summary."""
+    task_after = metrics["task_metric"]["after"]
+    write_hparams(
+        run.writer,
+        hparams(run.cfg),
+        {"best_eval_loss": metrics["best_eval_loss"], **{f"task_{k}": v for k, v in task_after.items()}},
+    )
+    run.writer.close()
+    path = write_metrics(run_dir, metrics)
+    log.info("Run folder: %s (metrics: %s)", run_dir, path.name)

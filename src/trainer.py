@@ -1,0 +1,111 @@
+"""Trainer stage: map our config keys onto TRL's SFTConfig (the one place that knows the library's current
+names) and build the SFTTrainer with evaluation, early stopping and checkpointing."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from transformers import EarlyStoppingCallback
+from trl import SFTConfig, SFTTrainer
+
+from src.model import torch_dtype
+
+# Our schedule names → transformers scheduler types. Cosine decays to eta_min × peak, after warmup.
+SCHEDULERS = {"cosine": "cosine_with_min_lr", "linear": "linear", "constant": "constant_with_warmup"}
+
+
+def compute_dtype(cfg) -> torch.dtype:
+    """The dtype matmuls run in: bnb's compute dtype for 4-bit weights, else the weights' dtype."""
+    return torch_dtype(cfg.memory.bnb_4bit_compute_dtype if cfg.memory.load_in_4bit else cfg.model.dtype)
+
+
+def on_cuda(cfg) -> bool:
+    return torch.cuda.is_available() and not cfg.use_cpu
+
+
+def training_arguments(cfg, output_dir: Path) -> SFTConfig:
+    """SFTConfig from our config. The article's evaluation_strategy, warmup_ratio and max_seq_length are
+    eval_strategy, a fractional warmup_steps and max_length in transformers 5 / TRL 1.x."""
+    optim, memory, data = cfg.optim, cfg.memory, cfg.data
+    dtype = compute_dtype(cfg)
+    scheduler_kwargs = {"min_lr_rate": optim.eta_min} if optim.lr_scheduler_type == "cosine" else {}
+    padding_free = data.packing  # bfd packing flattens each batch into one row with per-example position ids
+    return SFTConfig(
+        output_dir=str(output_dir),
+        seed=cfg.seed,
+        use_cpu=cfg.use_cpu,
+        # optimisation
+        learning_rate=optim.learning_rate,
+        lr_scheduler_type=SCHEDULERS[optim.lr_scheduler_type],
+        lr_scheduler_kwargs=scheduler_kwargs,
+        warmup_steps=optim.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
+        weight_decay=optim.weight_decay,
+        max_grad_norm=optim.max_grad_norm,
+        optim=optim.optimizer,
+        num_train_epochs=optim.num_train_epochs,
+        max_steps=optim.max_steps,
+        # memory
+        per_device_train_batch_size=memory.per_device_train_batch_size,
+        gradient_accumulation_steps=memory.gradient_accumulation_steps,
+        per_device_eval_batch_size=memory.per_device_eval_batch_size,
+        gradient_checkpointing=memory.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        # data
+        max_length=data.max_length,
+        packing=data.packing,
+        packing_strategy="bfd",  # keeps examples whole and isolated; "wrapped" would let them attend across
+        eval_packing=data.eval_packing,
+        dataset_num_proc=None,
+        # evaluation, early stopping and checkpoints
+        eval_strategy="steps",
+        eval_steps=cfg.eval.steps,
+        save_strategy="steps",
+        save_steps=cfg.eval.steps,  # must line up with eval steps for load_best_model_at_end
+        save_total_limit=cfg.save.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        # logging: TensorBoard is wired explicitly (one writer per run, shared with our callbacks)
+        logging_steps=cfg.monitor.logging_steps,
+        logging_first_step=True,
+        report_to="none",
+        disable_tqdm=not cfg.monitor.progress_bar,
+        include_num_input_tokens_seen="all" if padding_free else "non_padding",
+    )
+
+
+def build_trainer(cfg, model, tokenizer, data, output_dir: Path, callbacks: list) -> SFTTrainer:
+    """SFTTrainer over the pre-tokenized datasets (TRL packs them; labels already carry our loss mask)."""
+    args = training_arguments(cfg, output_dir)
+    if cfg.eval.early_stopping_patience > 0:
+        callbacks = [
+            *callbacks,
+            EarlyStoppingCallback(
+                early_stopping_patience=cfg.eval.early_stopping_patience,
+                early_stopping_threshold=cfg.eval.early_stopping_threshold,
+            ),
+        ]
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
+def planned_steps(trainer: SFTTrainer) -> tuple[int, int]:
+    """(total optimizer steps, warmup steps) the trainer will run, computed as transformers does."""
+    args = trainer.args
+    if args.max_steps > 0:
+        total = args.max_steps
+    else:
+        batches = len(trainer.get_train_dataloader())
+        per_epoch = max(math.ceil(batches / args.gradient_accumulation_steps), 1)
+        total = math.ceil(args.num_train_epochs * per_epoch)
+    return total, args.get_warmup_steps(total)
