@@ -10,32 +10,31 @@ from __future__ import annotations
 import json
 import random
 
-NAMES = [
-    "Ana", "Bruno", "Chloe", "Dmitri", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kavya", "Liam",
-    "Mei", "Nadia", "Omar", "Priya", "Quentin", "Rosa", "Sven", "Tariq", "Uma", "Victor", "Wen", "Ximena",
-    "Yusuf", "Zoe", "Aiko", "Bilal", "Carmen", "Diego", "Emma", "Felix", "Giulia", "Hassan", "Ivy", "Jakob",
-    "Keiko", "Lucas", "Maya", "Nikos", "Olga", "Pablo", "Rania", "Sofia", "Tomas", "Valeria", "Wanjiru",
-    "Yara", "Arjun", "Beatriz", "Cyrus", "Dalia", "Erik", "Fatima", "Gustav", "Hana", "Idris", "Julia",
-]
-JOBS = [
-    "nurse", "carpenter", "pilot", "teacher", "chemist", "baker", "architect", "plumber", "librarian",
-    "journalist", "electrician", "dentist", "farmer", "translator", "geologist", "firefighter", "tailor",
-    "pharmacist", "photographer", "mechanic", "economist", "florist", "surgeon", "welder", "cartographer",
-    "beekeeper", "locksmith", "veterinarian", "violinist", "accountant", "astronomer", "potter",
-]
-CITIES = [
-    "Lisbon", "Nairobi", "Osaka", "Lima", "Oslo", "Cairo", "Toronto", "Hanoi", "Krakow", "Santiago",
-    "Dublin", "Mumbai", "Porto", "Seoul", "Tunis", "Vienna", "Quito", "Perth", "Bergen", "Accra", "Lyon",
-    "Tbilisi", "Denver", "Manila", "Zurich", "Bogota", "Helsinki", "Dakar", "Adelaide", "Valencia",
-]
+NAMES = (
+    "Ana Bruno Chloe Dmitri Elena Farid Grace Hiro Ines Jonas Kavya Liam Mei Nadia Omar Priya "
+    "Quentin Rosa Sven Tariq Uma Victor Wen Ximena Yusuf Zoe Aiko Bilal Carmen Diego Emma Felix "
+    "Giulia Hassan Ivy Jakob Keiko Lucas Maya Nikos Olga Pablo Rania Sofia Tomas Valeria Wanjiru "
+    "Yara Arjun Beatriz Cyrus Dalia Erik Fatima Gustav Hana Idris Julia"
+).split()
+JOBS = (
+    "nurse carpenter pilot teacher chemist baker architect plumber librarian journalist "
+    "electrician dentist farmer translator geologist firefighter tailor pharmacist photographer "
+    "mechanic economist florist surgeon welder cartographer beekeeper locksmith veterinarian "
+    "violinist accountant astronomer potter"
+).split()
+CITIES = (
+    "Lisbon Nairobi Osaka Lima Oslo Cairo Toronto Hanoi Krakow Santiago Dublin Mumbai Porto Seoul "
+    "Tunis Vienna Quito Perth Bergen Accra Lyon Tbilisi Denver Manila Zurich Bogota Helsinki "
+    "Dakar Adelaide Valencia"
+).split()
 SENTENCES = [
     "{name} is a {age}-year-old {job} from {city}.",
-    "Meet {name}: {age} years old, works as a {job} and lives in {city}.",
-    "{city} is home to {name}, a {job} aged {age}.",
-    "At {age}, {name} works as a {job} in {city}.",
+    "Meet {name}: {age} years old, works as {a_job} and lives in {city}.",
+    "{city} is home to {name}, {a_job} aged {age}.",
+    "At {age}, {name} works as {a_job} in {city}.",
     "Our new {job}, {name}, just moved here from {city} and turned {age} last month.",
-    "{name} ({age}) has been a {job} in {city} for years.",
-    "Born {age} years ago, {name} now lives in {city} and works as a {job}.",
+    "{name} ({age}) has been {a_job} in {city} for years.",
+    "Born {age} years ago, {name} now lives in {city} and works as {a_job}.",
 ]
 INSTRUCTIONS = [
     "Extract the person's name, age, job and city as JSON.",
@@ -60,7 +59,8 @@ def extract_json_examples(count: int, seed: int = 0) -> list[dict]:
             "job": rng.choice(JOBS),
             "city": rng.choice(CITIES),
         }
-        sentence = rng.choice(SENTENCES).format(**person)
+        a_job = ("an " if person["job"][0] in "aeiou" else "a ") + person["job"]
+        sentence = rng.choice(SENTENCES).format(a_job=a_job, **person)
         prompt = f"{rng.choice(INSTRUCTIONS)}\n\n{sentence}"
         rows.append(
             {

@@ -32,7 +32,9 @@ class ModelConfig:
     gguf_package: str | None = None  # Python package shipping the GGUF file (source=gguf, random)
     gguf_file: str | None = None
     dtype: str = "bfloat16"  # bfloat16 | float16 | float32 | auto: weights' dtype when not quantized
-    attn_implementation: str = "auto"  # auto (flash_attention_2 on CUDA if installed, else sdpa) | sdpa | eager
+    attn_implementation: str = (
+        "auto"  # auto (flash_attention_2 on CUDA if installed, else sdpa) | sdpa | eager
+    )
     trust_remote_code: bool = False
     chat_template: str | None = None  # Jinja override of the tokenizer's chat template
     architecture: dict[str, Any] | None = None  # source=random: transformers config kwargs
@@ -216,16 +218,22 @@ def validate(cfg: Any) -> None:
         if not 0 <= lora.dropout < 1:
             raise ConfigError(f"lora.dropout={lora.dropout} must be in [0, 1).")
         if not lora.target_modules:
-            raise ConfigError("lora.target_modules is empty; list the projections to adapt, e.g. [q_proj, v_proj].")
+            raise ConfigError(
+                "lora.target_modules is empty; list the projections to adapt, e.g. [q_proj, v_proj]."
+            )
     elif memory.load_in_4bit:
         raise ConfigError(
             "lora=none (full fine-tuning) cannot train 4-bit quantized weights; add memory=bf16."
         )
     positive("optim.learning_rate", optim.learning_rate, " (1e-4 is a good start for LoRA)")
     if not 0 <= optim.warmup_ratio < 1:
-        raise ConfigError(f"optim.warmup_ratio={optim.warmup_ratio} must be in [0, 1) (0.03–0.10 is typical).")
+        raise ConfigError(
+            f"optim.warmup_ratio={optim.warmup_ratio} must be in [0, 1) (0.03–0.10 is typical)."
+        )
     if not 0 <= optim.eta_min <= 1:
-        raise ConfigError(f"optim.eta_min={optim.eta_min} is a fraction of the peak learning rate: use [0, 1].")
+        raise ConfigError(
+            f"optim.eta_min={optim.eta_min} is a fraction of the peak learning rate: use [0, 1]."
+        )
     if optim.weight_decay < 0:
         raise ConfigError(f"optim.weight_decay={optim.weight_decay} must be ≥ 0.")
     positive("optim.max_grad_norm", optim.max_grad_norm)
@@ -233,7 +241,9 @@ def validate(cfg: Any) -> None:
         positive("optim.num_train_epochs", optim.num_train_epochs, " (or set optim.max_steps)")
     positive("data.max_length", data.max_length)
     if not 0 < data.eval_fraction < 1 and not (data.eval_split or data.eval_path):
-        raise ConfigError(f"data.eval_fraction={data.eval_fraction} must be in (0, 1), or set data.eval_split.")
+        raise ConfigError(
+            f"data.eval_fraction={data.eval_fraction} must be in (0, 1), or set data.eval_split."
+        )
     if data.source == "local":
         if not data.path:
             raise ConfigError("data=jsonl needs data.path=/path/to/train.jsonl (globs and comma lists work).")

@@ -55,7 +55,9 @@ def _read_jsonl(path: Path) -> list[dict]:
             except json.JSONDecodeError as error:
                 raise ConfigError(f"{path}:{number}: malformed JSON line ({error.msg}).") from None
             if not isinstance(row, dict):
-                raise ConfigError(f"{path}:{number}: each line must be a JSON object, got {type(row).__name__}.")
+                raise ConfigError(
+                    f"{path}:{number}: each line must be a JSON object, got {type(row).__name__}."
+                )
             rows.append(row)
     return rows
 
@@ -71,7 +73,9 @@ def _load_local(spec: str) -> Dataset:
             builder = {".json": "json", ".parquet": "parquet", ".csv": "csv"}[suffix]
             tables.append(load_dataset(builder, data_files=str(path), split="train"))
         else:
-            raise ConfigError(f"data.path: {path} has an unsupported extension; use .jsonl, .json, .parquet or .csv.")
+            raise ConfigError(
+                f"data.path: {path} has an unsupported extension; use .jsonl, .json, .parquet or .csv."
+            )
     if rows:
         tables.append(Dataset.from_list(rows))
     if not tables:
@@ -87,7 +91,9 @@ def load_raw(cfg: DataConfig) -> DatasetDict:
     """Load the train and eval splits as raw rows (no tokenization yet)."""
     if cfg.source == "builtin":
         if cfg.name not in BUILTIN:
-            raise ConfigError(f"data.name={cfg.name!r} is not a built-in dataset; choose one of {sorted(BUILTIN)}.")
+            raise ConfigError(
+                f"data.name={cfg.name!r} is not a built-in dataset; choose one of {sorted(BUILTIN)}."
+            )
         train = Dataset.from_list(BUILTIN[cfg.name](cfg.builtin_examples, seed=cfg.split_seed))
         eval_ = None
     elif cfg.source == "hub":
@@ -98,7 +104,9 @@ def load_raw(cfg: DataConfig) -> DatasetDict:
         eval_ = _load_local(cfg.eval_path) if cfg.eval_path else None
     if eval_ is None:
         if len(train) < 2:
-            raise ConfigError(f"data: only {len(train)} example(s); need at least 2 to hold some out for eval.")
+            raise ConfigError(
+                f"data: only {len(train)} example(s); need at least 2 to hold some out for eval."
+            )
         split = train.train_test_split(test_size=cfg.eval_fraction, seed=cfg.split_seed, shuffle=True)
         train, eval_ = split["train"], split["test"]
     if cfg.max_train_examples:
@@ -125,7 +133,9 @@ def detect_format(columns: list[str], configured: str) -> str:
         if needed <= set(columns):
             return name
     expected = ", ".join("/".join(sorted(c)) for c in FORMAT_COLUMNS.values())
-    raise ConfigError(f"data: cannot tell the format from columns {sorted(columns)}; expected one of: {expected}.")
+    raise ConfigError(
+        f"data: cannot tell the format from columns {sorted(columns)}; expected one of: {expected}."
+    )
 
 
 def _as_messages(value: Any, role: str) -> list[dict[str, str]]:
@@ -164,7 +174,9 @@ def to_messages(row: dict[str, Any], fmt: str) -> list[dict[str, str]] | str:
 
 
 def render(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
 
 
 def assistant_spans(tokenizer, messages: list[dict[str, str]], text: str) -> list[tuple[int, int]]:

@@ -72,7 +72,9 @@ def score(metric: str, predictions: list[str], references: list[str]) -> dict[st
     return {}
 
 
-def task_metric(model, tokenizer, conversations, metric: str, limit: int, max_new_tokens: int, batch_size: int):
+def task_metric(
+    model, tokenizer, conversations, metric: str, limit: int, max_new_tokens: int, batch_size: int
+):
     """Generate replies for up to `limit` held-out conversations and score them. Returns (scores, samples)."""
     pairs = [p for p in map(prompt_and_reference, conversations) if p is not None][:limit]
     if metric == "none" or not pairs:

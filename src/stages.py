@@ -15,7 +15,12 @@ from transformers.integrations import TensorBoardCallback
 
 from src import data as data_stage
 from src import model as model_stage
-from src.callbacks import SampleGenerationCallback, ThroughputCallback, log_samples, peak_memory_gb, write_hparams
+from src.callbacks import (
+    SampleGenerationCallback,
+    ThroughputCallback,
+    peak_memory_gb,
+    write_hparams,
+)
 from src.evaluate import prompt_and_reference, task_metric
 from src.export import merge_adapter, save_adapter
 from src.run_info import claim_run_dir, hparams, summary_lines, write_metrics
@@ -117,7 +122,11 @@ class TrainingRun:
             "train_tokens_per_second": tokens / step_seconds if step_seconds else 0.0,
             "train_seconds": train_seconds,
             "peak_memory_gb": peak_memory_gb(),
-            "task_metric": {"name": cfg.data.task_metric, "before": baseline.get("task", {}), "after": after_task},
+            "task_metric": {
+                "name": cfg.data.task_metric,
+                "before": baseline.get("task", {}),
+                "after": after_task,
+            },
             "eval_history": [{"step": s, "eval_loss": v} for s, v in evals],
         }
         log.info(

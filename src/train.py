@@ -43,7 +43,7 @@ def train(dict_cfg: DictConfig) -> float:
     return metrics["best_eval_loss"]
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="train")
+@hydra.main(config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     try:
         return train(cfg)

@@ -35,7 +35,7 @@ def training_arguments(cfg, output_dir: Path) -> SFTConfig:
     return SFTConfig(
         output_dir=str(output_dir),
         seed=cfg.seed,
-        use_cpu=cfg.use_cpu,
+        use_cpu=not on_cuda(cfg),  # transformers refuses bf16 on CPU unless told it is on CPU
         # optimisation
         learning_rate=optim.learning_rate,
         lr_scheduler_type=SCHEDULERS[optim.lr_scheduler_type],
@@ -50,8 +50,9 @@ def training_arguments(cfg, output_dir: Path) -> SFTConfig:
         per_device_train_batch_size=memory.per_device_train_batch_size,
         gradient_accumulation_steps=memory.gradient_accumulation_steps,
         per_device_eval_batch_size=memory.per_device_eval_batch_size,
-        gradient_checkpointing=memory.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        # transformers 5.23 renamed gradient_checkpointing to activation_checkpointing
+        activation_checkpointing=memory.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
         # data

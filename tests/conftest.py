@@ -1,0 +1,47 @@
+"""Shared fixtures: compose the real configs with Hydra's compose API, on CPU and tiny sizes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+# Converted base models are shared with normal runs (converting SmolLM2's GGUF takes ~20 s once).
+CACHE = Path(os.environ.get("SFT_CACHE_DIR", Path.home() / ".cache" / "sft-sweep"))
+
+# Small, fast settings for the tiny random model: a few dozen short examples, short generations.
+TINY = [
+    "model=tiny",
+    "memory=bf16",
+    "memory.per_device_train_batch_size=2",
+    "memory.gradient_accumulation_steps=1",
+    "memory.gradient_checkpointing=false",
+    "data.builtin_examples=40",
+    "data.eval_fraction=0.2",
+    "data.max_length=128",
+    "eval.task_examples=4",
+    "eval.max_new_tokens=8",
+    "monitor.num_samples=2",
+    "monitor.progress_bar=false",
+]
+
+
+def compose_config(overrides: list[str], output_dir: Path | None = None, cache_dir: Path | None = None):
+    """The config `python -m src.train <overrides>` would run with, without Hydra's run-dir machinery."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF)):
+        paths = [
+            f"paths.output_dir={output_dir or '/nonexistent-run-dir'}",
+            f"paths.cache_dir={cache_dir or CACHE}",
+        ]
+        return compose(config_name="train", overrides=[*overrides, *paths])
+
+
+@pytest.fixture
+def tiny_overrides() -> list[str]:
+    return list(TINY)

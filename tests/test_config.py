@@ -1,0 +1,138 @@
+"""Every option of every group composes into the typed schema; bad input fails with one clear message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from src.config import ConfigError, TrainConfig, validate
+from tests.conftest import CONF, ROOT, compose_config
+
+GROUPS = ["model", "lora", "optim", "data", "memory"]
+OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
+
+
+def typed(overrides):
+    return OmegaConf.to_object(compose_config(overrides))
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes_and_validates(group, option):
+    overrides = [f"{group}={option}"]
+    if group == "data" and option == "jsonl":
+        overrides.append(f"data.path={ROOT / 'pyproject.toml'}")  # any existing file; format is checked later
+    if group == "lora" and option == "none":
+        overrides.append("memory=bf16")
+    cfg = typed(overrides)
+    assert isinstance(cfg, TrainConfig)
+    validate(cfg)
+
+
+def test_all_groups_have_options():
+    assert {g for g, _ in OPTIONS} == set(GROUPS)
+    assert {"smollm2_135m", "qwen2_5_1_5b", "llama3_1_8b", "tiny"} <= {o for g, o in OPTIONS if g == "model"}
+    assert {"r8", "r16", "r32", "r64", "none"} <= {o for g, o in OPTIONS if g == "lora"}
+    assert {"qlora", "bf16", "gpu_24gb", "gpu_80gb"} <= {o for g, o in OPTIONS if g == "memory"}
+
+
+def test_defaults_are_the_embedded_qlora_run():
+    cfg = typed([])
+    assert cfg.model.source == "gguf" and cfg.model.name == "SmolLM2-135M-Instruct"
+    assert cfg.memory.load_in_4bit and cfg.memory.bnb_4bit_quant_type == "nf4"
+    assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (16, None, 0.05)
+    assert (
+        cfg.optim.learning_rate == 1e-4 and cfg.optim.warmup_ratio == 0.05 and cfg.optim.weight_decay == 0.01
+    )
+    assert cfg.data.packing and cfg.data.assistant_only_loss and cfg.seed == 42
+
+
+def test_qlora_preset_matches_the_article():
+    cfg = typed(["memory=qlora"])
+    m = cfg.memory
+    assert (m.load_in_4bit, m.bnb_4bit_use_double_quant, m.bnb_4bit_compute_dtype) == (True, True, "bfloat16")
+    assert (m.per_device_train_batch_size, m.gradient_accumulation_steps, m.gradient_checkpointing) == (
+        4,
+        4,
+        True,
+    )
+
+
+def test_issue_overrides_compose():
+    cfg = typed(["lora=r64", "optim=cosine", "optim.learning_rate=2e-4", "data.max_length=512"])
+    assert (cfg.lora.r, cfg.optim.lr_scheduler_type, cfg.optim.learning_rate, cfg.data.max_length) == (
+        64,
+        "cosine",
+        2e-4,
+        512,
+    )
+
+
+def test_alpha_follows_rank():
+    from src.model import alpha_for
+
+    assert alpha_for(typed(["lora=r16"]).lora) == 32
+    assert alpha_for(typed(["lora=r64"]).lora) == 128
+    assert alpha_for(typed(["lora=r8", "lora.alpha=8"]).lora) == 8
+
+
+def test_typo_in_key_is_refused():
+    with pytest.raises(ConfigCompositionException, match="learnin_rate"):
+        compose_config(["optim.learnin_rate=1e-4"])
+
+
+def test_wrong_type_is_refused():
+    with pytest.raises(ConfigCompositionException, match="learning_rate"):
+        compose_config(["optim.learning_rate=fast"])
+
+
+def test_unknown_group_option_is_refused():
+    with pytest.raises(ConfigCompositionException, match="r7"):
+        compose_config(["lora=r7"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        (["lora.r=0"], "lora.r"),
+        (["lora.r=-8"], "lora.r"),
+        (["optim.learning_rate=0"], "optim.learning_rate"),
+        (["optim.learning_rate=-1e-4"], "optim.learning_rate"),
+        (["optim.warmup_ratio=1.0"], "optim.warmup_ratio"),
+        (["optim.warmup_ratio=-0.1"], "optim.warmup_ratio"),
+        (["data=jsonl", "data.path=/no/such/file.jsonl"], "data.path"),
+        (["data=jsonl"], "data.path"),
+        (["lora=none"], "lora=none"),
+        (["optim.lr_scheduler_type=cosine_restarts"], "optim.lr_scheduler_type"),
+        (["data.max_length=0"], "data.max_length"),
+    ],
+)
+def test_bad_values_name_the_field(overrides, field):
+    with pytest.raises(ConfigError) as error:
+        validate(typed(overrides))
+    assert field in str(error.value)
+
+
+def run_cli(*args: str, cwd=ROOT):
+    return subprocess.run(
+        [sys.executable, "-m", "src.train", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_bad_value_is_one_message_without_traceback(tmp_path):
+    result = run_cli("optim.learning_rate=0", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    assert "optim.learning_rate=0.0 must be a positive number" in output
+    assert "Traceback" not in output
+
+
+def test_cli_unknown_option_is_one_message(tmp_path):
+    result = run_cli("lora=r7", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "Could not find 'lora/r7'" in output
+    assert "Traceback" not in output

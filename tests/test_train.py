@@ -1,0 +1,148 @@
+"""End-to-end runs of the entrypoint on the tiny model: outputs, objective, early stopping, saved models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from src.train import train
+from tests.conftest import CACHE, ROOT, TINY, compose_config
+
+
+def scalar_and_text_tags(log_dir: Path) -> tuple[set[str], set[str]]:
+    scalars, texts = set(), set()
+    for events in log_dir.rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events), size_guidance={"tensors": 0})
+        accumulator.Reload()
+        scalars |= set(accumulator.Tags()["scalars"])
+        texts |= {t for t in accumulator.Tags()["tensors"] if t.endswith("/text_summary")}
+    return scalars, texts
+
+
+def logged_hparams(log_dir: Path) -> dict:
+    """The hyperparameters TensorBoard's HPARAMS tab reads (session_start_info of the hparams plugin)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    for events in log_dir.rglob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(events)).Load():
+            for value in event.summary.value:
+                if value.tag == "_hparams_/session_start_info":
+                    data = HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                    return {
+                        k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
+                        for k, v in data.session_start_info.hparams.items()
+                    }
+    return {}
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """One `python -m src.train model=tiny …` subprocess run, as a user would start it."""
+    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    overrides = [*TINY, "optim.max_steps=6", "eval.steps=3", "save.merge=true", f"hydra.run.dir={run_dir}"]
+    result = subprocess.run(
+        [sys.executable, "-m", "src.train", *overrides],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "SFT_CACHE_DIR": str(CACHE)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result.stdout + result.stderr
+
+
+def test_cli_run_writes_adapter_metrics_and_events(cli_run):
+    run_dir, output = cli_run
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert json.loads((run_dir / "adapter" / "adapter_config.json").read_text())["r"] == 16
+    assert (run_dir / "adapter" / "tokenizer.json").is_file()
+    assert (run_dir / "config.yaml").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["global_step"] == 6 and metrics["planned_steps"] == 6
+    assert [e["step"] for e in metrics["eval_history"]] == [3, 6]
+    assert metrics["best_eval_loss"] == min(e["eval_loss"] for e in metrics["eval_history"])
+    assert metrics["train_tokens"] > 0 and metrics["train_tokens_per_second"] > 0
+    assert metrics["task_metric"]["name"] == "json_exact_match"
+    assert set(metrics["task_metric"]["before"]) == {"json_exact_match", "json_valid"}
+    assert "trainable params: 32,768 || all params:" in output
+    assert "effective batch = 2 (micro-batch) × 1 (grad accumulation) × 1 (processes) = 2" in output
+    checkpoints = sorted((run_dir / "checkpoints").glob("checkpoint-*"))
+    assert 1 <= len(checkpoints) <= 2  # save_total_limit
+
+
+def test_cli_run_logs_what_the_article_says_to_watch(cli_run):
+    run_dir, _ = cli_run
+    scalars, texts = scalar_and_text_tags(run_dir / "tensorboard")
+    for tag in [
+        "train/loss",
+        "eval/loss",
+        "train/learning_rate",
+        "train/grad_norm",
+        "train/tokens_per_second",
+    ]:
+        assert tag in scalars, (tag, scalars)
+    assert "train/peak_memory_gb" in scalars and "task/json_exact_match" in scalars
+    assert {"samples/before_training/text_summary", "samples/after_training/text_summary"} <= texts
+    assert "samples/during_training/text_summary" in texts
+    hparams = logged_hparams(run_dir / "tensorboard")  # what the HPARAMS tab lists for this run
+    assert hparams["learning_rate"] == pytest.approx(1e-4) and hparams["lora_r"] == 16
+    assert hparams["model"] == "tiny-llama"
+
+
+def test_saved_adapter_and_merged_model_load_and_agree(cli_run):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir, _ = cli_run
+    base_dir = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())[
+        "base_model_name_or_path"
+    ]
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "adapter")
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    with_adapter = PeftModel.from_pretrained(base, run_dir / "adapter").eval()
+    merged = AutoModelForCausalLM.from_pretrained(run_dir / "merged", dtype=torch.float32).eval()
+    ids = tokenizer("The capital of France is", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, with_adapter(ids).logits, atol=1e-4, rtol=1e-4)
+        base_logits = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)(ids).logits
+    assert not torch.allclose(base_logits, merged(ids).logits)  # training changed something
+    for model in (with_adapter, merged):
+        out = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        assert out.shape == (1, ids.shape[1] + 4) or out.shape[1] > ids.shape[1]
+
+
+def test_objective_is_best_eval_loss_and_early_stopping_stops(tmp_path):
+    overrides = [
+        *TINY,
+        "optim.max_steps=30",
+        "optim.learning_rate=1e-9",  # eval loss cannot improve by the threshold: the run must stall out
+        "eval.steps=1",
+        "eval.early_stopping_patience=2",
+        "eval.early_stopping_threshold=0.01",
+        "eval.before_training=false",
+        "monitor.samples_every_evals=0",
+        "data.task_metric=none",
+    ]
+    objective = train(compose_config(overrides, output_dir=tmp_path / "run"))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert objective == metrics["best_eval_loss"]
+    assert metrics["stopped_early"] and metrics["global_step"] == 3 < 30
+
+
+def test_finished_run_folder_is_never_overwritten(tmp_path):
+    from src.config import ConfigError
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text('{"best_eval_loss": 1.0}')
+    with pytest.raises(ConfigError, match="already holds a finished run"):
+        train(compose_config(TINY, output_dir=run_dir))
+    assert (run_dir / "metrics.json").read_text() == '{"best_eval_loss": 1.0}'
