@@ -146,3 +146,36 @@ def test_finished_run_folder_is_never_overwritten(tmp_path):
     with pytest.raises(ConfigError, match="already holds a finished run"):
         train(compose_config(TINY, output_dir=run_dir))
     assert (run_dir / "metrics.json").read_text() == '{"best_eval_loss": 1.0}'
+
+
+def test_multirun_over_learning_rates(tmp_path):
+    sweep_dir = tmp_path / "multi"
+    overrides = [
+        *TINY,
+        "optim.max_steps=2",
+        "eval.steps=2",
+        "eval.before_training=false",
+        "data.task_metric=none",
+        "monitor.samples_every_evals=0",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "src.train", "-m", "optim.learning_rate=1e-4,1e-3", *overrides],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rates = []
+    for job in ("0", "1"):
+        metrics = json.loads((sweep_dir / job / "metrics.json").read_text())
+        assert metrics["global_step"] == 2
+        rates.append(float(_config_value(sweep_dir / job, "learning_rate")))
+    assert rates == [1e-4, 1e-3]
+
+
+def _config_value(run_dir: Path, key: str):
+    import yaml
+
+    return yaml.safe_load((run_dir / "config.yaml").read_text())["optim"][key]

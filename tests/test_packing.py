@@ -1,0 +1,67 @@
+"""Packed examples are isolated: inside a packed, padding-free row each example's logits equal its logits
+when run alone, with the same collator and packing TRL uses for training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from datasets import Dataset
+from omegaconf import OmegaConf
+from transformers import AutoModelForCausalLM
+from trl import pack_dataset
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+from src.data import tokenize_example
+from src.model import load_tokenizer, resolve_base
+from tests.conftest import CACHE, TINY, compose_config
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."}],
+    [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4, of course."}],
+    [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi there, friend!"}],
+    [{"role": "user", "content": "One word?"}, {"role": "assistant", "content": "Yes."}],
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_base():
+    cfg = OmegaConf.to_object(compose_config(TINY))
+    base = resolve_base(cfg.model, CACHE)
+    return base, load_tokenizer(cfg.model, base)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_logits_equal_separate_logits(tiny_base, attention):
+    base, tokenizer = tiny_base
+    model = AutoModelForCausalLM.from_pretrained(
+        base, dtype=torch.float32, attn_implementation=attention
+    ).eval()
+    examples = [tokenize_example(tokenizer, c, assistant_only_loss=True) for c in CONVERSATIONS]
+    lengths = [len(e["input_ids"]) for e in examples]
+    packed = pack_dataset(Dataset.from_list(examples), seq_length=sum(lengths[:2]) + 1, strategy="bfd")
+    collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
+    batch = collator([packed[i] for i in range(len(packed))])
+    assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch  # one flattened row
+    with torch.no_grad():
+        packed_logits = model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+        ).logits[0]
+        starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist() + [batch["input_ids"].shape[1]]
+        assert len(starts) - 1 == len(examples)
+        for start, end in zip(starts[:-1], starts[1:]):
+            ids = batch["input_ids"][0, start:end]
+            alone = model(input_ids=ids[None], use_cache=False).logits[0]
+            torch.testing.assert_close(packed_logits[start:end], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_packed_labels_keep_the_assistant_mask(tiny_base):
+    _, tokenizer = tiny_base
+    examples = [tokenize_example(tokenizer, c, assistant_only_loss=True) for c in CONVERSATIONS]
+    packed = pack_dataset(Dataset.from_list(examples), seq_length=512, strategy="bfd")
+    collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
+    batch = collator([packed[i] for i in range(len(packed))])
+    labels = batch["labels"][0]
+    kept = tokenizer.decode(batch["input_ids"][0][labels != -100])
+    for conversation in CONVERSATIONS:
+        assert f"{conversation[-1]['content']}<|im_end|>" in kept
+    assert "Name a colour." not in kept and "user" not in kept
