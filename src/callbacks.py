@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import resource
 import sys
 import time
@@ -97,3 +98,28 @@ def write_hparams(writer, hparams: dict[str, Any], metrics: dict[str, float]) ->
     clean = {k: (v if isinstance(v, int | float | str | bool) else str(v)) for k, v in hparams.items()}
     writer.add_hparams(clean, {f"hparam/{k}": float(v) for k, v in metrics.items()}, run_name=".")
     writer.flush()
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or gradient norm became NaN or infinite."""
+
+
+class NonFiniteLossCallback(TrainerCallback):
+    """Stops training at the first NaN/inf train loss, grad norm or eval loss, and remembers where."""
+
+    WATCHED = ("loss", "grad_norm", "eval_loss")
+
+    def __init__(self):
+        self.problem: str | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in self.WATCHED:
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(value) and self.problem is None:
+                self.problem = (
+                    f"{key} became {value} at step {state.global_step}. Likely causes: a learning rate too "
+                    f"high (now {args.learning_rate:g}; lower it or raise optim.warmup_ratio), or fp16 "
+                    "overflow (use bf16 or fp32)."
+                )
+                log.error("Stopping: %s", self.problem)
+                control.should_training_stop = True

@@ -142,6 +142,7 @@ class TrainConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 42
     use_cpu: bool = False  # train on CPU even when a GPU is present
+    trial: int | None = None  # set by the Optuna sweeper: this job's trial number (folder trial_N)
 
 
 def register_configs() -> None:

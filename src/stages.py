@@ -16,8 +16,10 @@ from transformers.integrations import TensorBoardCallback
 from src import data as data_stage
 from src import model as model_stage
 from src.callbacks import (
+    NonFiniteLossCallback,
     SampleGenerationCallback,
     ThroughputCallback,
+    TrainingDiverged,
     peak_memory_gb,
     write_hparams,
 )
@@ -64,6 +66,8 @@ class TrainingRun:
     writer: Any
     sampler: SampleGenerationCallback
     throughput: ThroughputCallback
+    guard: NonFiniteLossCallback
+    pruning: Any = None  # sweep.pruning.PruningCallback inside an Optuna sweep
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def task_scores(self, tag: str, step: int) -> dict[str, float]:
@@ -101,6 +105,13 @@ class TrainingRun:
         result = trainer.train()
         train_seconds = time.perf_counter() - started
         state = trainer.state
+        if self.guard.problem:
+            self.metrics = {
+                "status": "diverged",
+                "error": self.guard.problem,
+                "global_step": state.global_step,
+            }
+            return self.metrics
         evals = [(e["step"], e["eval_loss"]) for e in state.log_history if "eval_loss" in e]
         best_step, best_loss = min(evals, key=lambda e: e[1]) if evals else (0, math.nan)
         if state.best_metric is not None:
@@ -110,6 +121,7 @@ class TrainingRun:
         tokens = state.num_input_tokens_seen
         step_seconds = self.throughput.total_step_seconds or train_seconds
         self.metrics = {
+            "status": "pruned" if self.pruning and self.pruning.pruned_at else "finished",
             "best_eval_loss": float(best_loss),
             "best_step": best_step,
             "final_eval_loss": float(evals[-1][1]) if evals else math.nan,
@@ -151,13 +163,27 @@ def build_run(cfg, model, tokenizer, data, run_dir: Path) -> TrainingRun:
     sampler = SampleGenerationCallback(
         writer, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.monitor.samples_every_evals
     )
-    throughput = ThroughputCallback(writer)
-    callbacks = [TensorBoardCallback(tb_writer=writer), throughput, sampler]
+    throughput, guard = ThroughputCallback(writer), NonFiniteLossCallback()
+    callbacks = [TensorBoardCallback(tb_writer=writer), throughput, sampler, guard]
+    pruning = _pruning_callback(cfg, run_dir)
+    if pruning is not None:
+        callbacks.append(pruning)
     trainer = build_trainer(cfg, model, tokenizer, data, run_dir / "checkpoints", callbacks)
     total, warmup = planned_steps(trainer)
     for line in summary_lines(cfg, trainer.model, total, warmup, compute_dtype(cfg)):
         log.info(line)
-    return TrainingRun(cfg, trainer, tokenizer, data, writer, sampler, throughput)
+    return TrainingRun(cfg, trainer, tokenizer, data, writer, sampler, throughput, guard, pruning)
+
+
+def _pruning_callback(cfg, run_dir: Path):
+    """Inside an Optuna sweep: report eval losses to this job's trial so its pruner can stop it."""
+    from sweep.pruning import PruningCallback, job_trial
+
+    trial = job_trial(cfg.trial)
+    if trial is None:
+        return None
+    trial.set_user_attr("run_dir", str(run_dir.resolve()))
+    return PruningCallback(trial)
 
 
 def _sample_prompts(cfg, data) -> list[tuple[list[dict[str, str]], str]]:
@@ -169,7 +195,7 @@ def _sample_prompts(cfg, data) -> list[tuple[list[dict[str, str]], str]]:
 
 def save(cfg, run: TrainingRun, base: str, tokenizer, run_dir: Path) -> None:
     """Adapter (best checkpoint, loaded at the end of training) and, if asked, the merged model."""
-    if not cfg.save.adapter:
+    if not cfg.save.adapter or run.guard.problem:
         return
     adapter_dir = save_adapter(run.trainer, tokenizer, run_dir, cfg.lora.enabled)
     if cfg.save.merge and cfg.lora.enabled:
@@ -177,7 +203,12 @@ def save(cfg, run: TrainingRun, base: str, tokenizer, run_dir: Path) -> None:
 
 
 def finish(run: TrainingRun, metrics: dict[str, Any], run_dir: Path) -> None:
-    """metrics.json (written last: its presence marks a finished run) and the HPARAMS summary."""
+    """metrics.json (written last: its presence marks a finished run) and the HPARAMS summary.
+    A diverged run still writes metrics.json (with the error), then raises."""
+    if run.guard.problem:
+        run.writer.close()
+        write_metrics(run_dir, metrics)
+        raise TrainingDiverged(run.guard.problem)
     task_after = metrics["task_metric"]["after"]
     write_hparams(
         run.writer,

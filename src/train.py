@@ -5,6 +5,7 @@ compose config → validate → tokenizer and data → model → trainer → tra
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -14,10 +15,14 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from src.config import ConfigError, TrainConfig, validate  # noqa: E402
+from sweep.optuna_sweeper import register as register_sweeper  # noqa: E402
 
+register_sweeper()  # hydra/sweeper=sft_optuna, used by conf/hparams_search presets
 log = logging.getLogger("src.train")
 
 
@@ -43,13 +48,43 @@ def train(dict_cfg: DictConfig) -> float:
     return metrics["best_eval_loss"]
 
 
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def release_memory() -> None:
+    """Free the finished job's model before the next job of a multirun starts in this process."""
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 @hydra.main(config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
+    failure = None
     try:
         return train(cfg)
-    except ConfigError as error:  # the user's mistake: one sentence, no traceback
-        log.error("Config error: %s", error)
-        sys.exit(2)
+    except ConfigError as error:
+        if not _in_multirun():  # the user's mistake: one sentence, no traceback
+            log.error("Config error: %s", error)
+            sys.exit(2)
+        failure = f"ConfigError: {error}"
+    except Exception as error:
+        if not _in_multirun():
+            log.error("%s: %s", type(error).__name__, error)
+            raise
+        log.exception("Job failed")  # full traceback in this job's train.log
+        failure = f"{type(error).__name__}: {error}"
+    finally:
+        release_memory()
+    # Raised outside the except block so the failed job's frames (and its model) are not kept alive.
+    raise JobFailed(failure)
+
+
+class JobFailed(RuntimeError):
+    """A multirun job failed; the sweeper records the message as the trial's failure reason."""
 
 
 if __name__ == "__main__":

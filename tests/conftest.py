@@ -45,3 +45,20 @@ def compose_config(overrides: list[str], output_dir: Path | None = None, cache_d
 @pytest.fixture
 def tiny_overrides() -> list[str]:
     return list(TINY)
+
+
+def logged_hparams(log_dir: Path) -> dict:
+    """The hyperparameters TensorBoard's HPARAMS tab reads (session_start_info of the hparams plugin)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    for events in log_dir.rglob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(events)).Load():
+            for value in event.summary.value:
+                if value.tag == "_hparams_/session_start_info":
+                    data = HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                    return {
+                        k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
+                        for k, v in data.session_start_info.hparams.items()
+                    }
+    return {}

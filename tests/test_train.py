@@ -12,7 +12,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src.train import train
-from tests.conftest import CACHE, ROOT, TINY, compose_config
+from tests.conftest import CACHE, ROOT, TINY, compose_config, logged_hparams
 
 
 def scalar_and_text_tags(log_dir: Path) -> tuple[set[str], set[str]]:
@@ -23,23 +23,6 @@ def scalar_and_text_tags(log_dir: Path) -> tuple[set[str], set[str]]:
         scalars |= set(accumulator.Tags()["scalars"])
         texts |= {t for t in accumulator.Tags()["tensors"] if t.endswith("/text_summary")}
     return scalars, texts
-
-
-def logged_hparams(log_dir: Path) -> dict:
-    """The hyperparameters TensorBoard's HPARAMS tab reads (session_start_info of the hparams plugin)."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
-
-    for events in log_dir.rglob("events.out.tfevents.*"):
-        for event in EventFileLoader(str(events)).Load():
-            for value in event.summary.value:
-                if value.tag == "_hparams_/session_start_info":
-                    data = HParamsPluginData.FromString(value.metadata.plugin_data.content)
-                    return {
-                        k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
-                        for k, v in data.session_start_info.hparams.items()
-                    }
-    return {}
 
 
 @pytest.fixture(scope="module")

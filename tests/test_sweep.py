@@ -1,0 +1,132 @@
+"""Optuna sweeps through the Hydra sweeper on the tiny model: trials, resume, failures, pruning, report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sweep.report import report
+from tests.conftest import ROOT, logged_hparams
+
+DIVERGE = "{optim.learning_rate:1e10,lora.r:8,optim.warmup_ratio:0.0}"
+
+
+def run_sweep(sweep_dir: Path, *overrides: str) -> str:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "src.train",
+            "-m",
+            "hparams_search=tiny_cpu",
+            f"hydra.sweep.dir={sweep_dir}",
+            "monitor.num_samples=0",
+            *overrides,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stdout + result.stderr
+
+
+def load(sweep_dir: Path) -> optuna.Study:
+    return optuna.load_study(study_name="tiny_cpu", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    """4 finished trials (no pruner), after one enqueued diverging trial that must fail."""
+    folder = tmp_path_factory.mktemp("sweep") / "study"
+    run_sweep(folder, "hydra.sweeper.pruner=null", f"hydra.sweeper.enqueue_trials=[{DIVERGE}]")
+    return folder
+
+
+def test_sweep_runs_four_trials_in_the_search_space(sweep_dir):
+    study = load(sweep_dir)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 4
+    params = [tuple(sorted(t.params.items())) for t in complete]
+    assert len(set(params)) == 4
+    for trial in complete:
+        assert 1e-4 <= trial.params["optim.learning_rate"] <= 1e-2
+        assert trial.params["lora.r"] in (4, 8, 16)
+        assert 0.0 <= trial.params["optim.warmup_ratio"] <= 0.2
+        folder = sweep_dir / f"trial_{trial.number}"
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert trial.value == pytest.approx(metrics["best_eval_loss"], abs=1e-9)
+        assert (folder / "adapter" / "adapter_model.safetensors").is_file()
+        assert (
+            json.loads((folder / "adapter" / "adapter_config.json").read_text())["r"]
+            == trial.params["lora.r"]
+        )
+        assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
+        hparams = logged_hparams(folder / "tensorboard")  # the HPARAMS tab lists every trial
+        assert hparams["learning_rate"] == pytest.approx(trial.params["optim.learning_rate"])
+        assert hparams["lora_r"] == trial.params["lora.r"]
+
+
+def test_diverging_trial_is_failed_with_its_reason(sweep_dir):
+    failed = load(sweep_dir).get_trials(states=(TrialState.FAIL,))
+    assert [t.number for t in failed] == [0]
+    assert "became nan" in failed[0].user_attrs["fail_reason"]
+    metrics = json.loads((sweep_dir / "trial_0" / "metrics.json").read_text())
+    assert metrics["status"] == "diverged"
+
+
+def test_rerun_with_more_trials_resumes_and_keeps_earlier_folders(sweep_dir):
+    before = {p.name: folder_digest(p) for p in sweep_dir.glob("trial_*")}
+    output = run_sweep(sweep_dir, "hydra.sweeper.pruner=null", "hydra.sweeper.n_trials=6")
+    assert "4 finished trials, 2 to go" in output
+    study = load(sweep_dir)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 6
+    assert len(study.trials) == 7  # the failed trial stays recorded
+    assert {p.name: folder_digest(p) for p in sweep_dir.glob("trial_*") if p.name in before} == before
+    assert sorted(p.name for p in sweep_dir.glob("trial_*")) == [f"trial_{n}" for n in range(7)]
+
+
+def test_report_writes_leaderboard_plots_and_best_command(sweep_dir, capsys):
+    result = report(sweep_dir)
+    printed = capsys.readouterr().out
+    study = load(sweep_dir)
+    assert result["best_trial"] == study.best_trial.number
+    assert f"Best trial {study.best_trial.number}" in printed and "Parameter importances" in printed
+    rows = (sweep_dir / "leaderboard.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(study.trials)
+    assert rows[1].startswith(f"{study.best_trial.number},COMPLETE,")
+    for name in ["optimization_history", "param_importances", "intermediate_values", "eval_loss_curves"]:
+        assert (sweep_dir / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (sweep_dir / "optimization_history.html").is_file()
+    command = (sweep_dir / "best_overrides.txt").read_text()
+    assert command.startswith("python -m src.train ") and "trial=" not in command
+    assert f"lora.r={study.best_trial.params['lora.r']}" in command
+
+
+def test_median_pruner_stops_a_clearly_worse_trial(tmp_path):
+    good = "{optim.learning_rate:0.01,lora.r:8,optim.warmup_ratio:0.0}"
+    stalled = "{optim.learning_rate:1e-9,lora.r:8,optim.warmup_ratio:0.0}"
+    folder = tmp_path / "pruned"
+    run_sweep(folder, f"hydra.sweeper.enqueue_trials=[{good},{good},{stalled}]", "hydra.sweeper.n_trials=4")
+    study = load(folder)
+    trial = study.trials[2]
+    assert trial.state == TrialState.PRUNED and trial.user_attrs["pruned_at_step"] == 2
+    metrics = json.loads((folder / "trial_2" / "metrics.json").read_text())
+    assert metrics["status"] == "pruned" and metrics["global_step"] == 2 < metrics["planned_steps"] == 6
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 4  # the sweep went on
