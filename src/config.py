@@ -69,6 +69,7 @@ class DataConfig:
     name: str = MISSING
     source: str = "builtin"  # builtin | hub | local
     path: str | None = None  # Hub dataset id (source=hub) or file path(s)/glob, comma-separated (local)
+    revision: str | None = None  # Hub dataset revision (branch, tag or commit), source=hub only
     builtin_examples: int = 0  # source=builtin: examples to generate (train + eval)
     format: str = "auto"  # auto | messages | prompt_completion | alpaca | text
     train_split: str = "train"
@@ -80,8 +81,10 @@ class DataConfig:
     max_eval_examples: int | None = None
     max_length: int = 512  # tokens per example (and per packed row)
     packing: bool = True  # pack examples into rows of max_length, isolated from each other
+    packing_strategy: str = "bfd"  # bfd (whole examples) | bfd_split (long examples split, not truncated)
     eval_packing: bool = False  # eval unpacked so eval loss compares across trials
     assistant_only_loss: bool = True  # labels only on assistant tokens; false trains on the whole text
+    on_bad_example: str = "fail"  # fail (stop at the first bad example, naming it) | skip (drop and count)
     task_metric: str = "none"  # none | exact_match | json_exact_match (scored on generated eval answers)
 
 
@@ -143,6 +146,7 @@ class TrainConfig:
     seed: int = 42
     use_cpu: bool = False  # train on CPU even when a GPU is present
     trial: int | None = None  # set by the Optuna sweeper: this job's trial number (folder trial_N)
+    resume: bool = False  # continue the unfinished run in hydra.run.dir from its newest complete checkpoint
 
 
 def register_configs() -> None:
@@ -170,6 +174,7 @@ CHOICES = {
     "data.source": {"builtin", "hub", "local"},
     "data.format": {"auto", "messages", "prompt_completion", "alpaca", "text"},
     "data.task_metric": {"none", "exact_match", "json_exact_match"},
+    "data.on_bad_example": {"fail", "skip"},
     "memory.bnb_4bit_quant_type": {"nf4", "fp4"},
     "memory.bnb_4bit_compute_dtype": {"bfloat16", "float16", "float32"},
 }
@@ -253,6 +258,19 @@ def validate(cfg: Any) -> None:
             local_files(data.eval_path)
     if data.source == "hub" and not data.path:
         raise ConfigError("data.source=hub needs data.path=<dataset id>.")
+    if data.revision and data.source != "hub":
+        raise ConfigError(
+            f"data.revision applies to Hub datasets only; drop it for data.source={data.source}."
+        )
+    if data.packing_strategy == "wrapped":
+        raise ConfigError(
+            "data.packing_strategy=wrapped cuts examples mid-way and lets packed examples attend to each other "
+            "across their boundaries; use bfd (or bfd_split to split long examples instead of truncating them)."
+        )
+    if data.packing_strategy not in {"bfd", "bfd_split"}:
+        raise ConfigError(
+            f"data.packing_strategy={data.packing_strategy!r} is not one of ['bfd', 'bfd_split']."
+        )
     positive("memory.per_device_train_batch_size", memory.per_device_train_batch_size)
     positive("memory.gradient_accumulation_steps", memory.gradient_accumulation_steps)
     positive("memory.per_device_eval_batch_size", memory.per_device_eval_batch_size)
@@ -262,3 +280,18 @@ def validate(cfg: Any) -> None:
     positive("monitor.logging_steps", cfg.monitor.logging_steps)
     if cfg.save.save_total_limit < 1:
         raise ConfigError("save.save_total_limit must be ≥ 1 (the best checkpoint must be kept).")
+    optimizers = _optimizer_names()
+    if optim.optimizer not in optimizers:
+        raise ConfigError(
+            f"optim.optimizer={optim.optimizer!r} is not a transformers optimizer; e.g. {optimizers[:6]}."
+        )
+    positive("eval.max_new_tokens", cfg.eval.max_new_tokens)
+    for key in ("eval.task_examples", "monitor.num_samples", "monitor.samples_every_evals", "seed"):
+        if _get(cfg, key) < 0:
+            raise ConfigError(f"{key}={_get(cfg, key)} must be ≥ 0.")
+
+
+def _optimizer_names() -> list[str]:
+    from transformers.training_args import OptimizerNames  # light import: no torch model code
+
+    return [name.value for name in OptimizerNames]

@@ -3,15 +3,20 @@ render through the model's own chat template, label assistant tokens only, trunc
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
 import statistics
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from jinja2 import TemplateError
+from trl import pack_dataset
 
 from src.builtin_data import BUILTIN
 from src.config import ConfigError, DataConfig, local_files
@@ -19,7 +24,8 @@ from src.config import ConfigError, DataConfig, local_files
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-CACHE_VERSION = 1  # bump when tokenization logic changes, so old caches are not reused
+CACHE_VERSION = 2  # bump when tokenization logic or the cache layout changes, so old caches are not reused
+ROLES = {"system", "user", "assistant"}
 
 FORMAT_COLUMNS = {
     "messages": {"messages"},
@@ -27,6 +33,28 @@ FORMAT_COLUMNS = {
     "alpaca": {"instruction", "output"},
     "text": {"text"},
 }
+# Extra columns every raw split carries: where each row came from ("file.jsonl:12", "… row 7"), and for
+# local files the row itself as JSON, so rows whose value types differ never meet Arrow's one-type columns.
+ORIGIN = "_origin"
+ROW_JSON = "_row_json"
+
+
+class BadExample(ConfigError):
+    """One example the data stage cannot train on; `reason` is the count it adds to when skipped."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class RawData:
+    """Untokenized train/eval rows, the detected format and the bad rows already skipped while reading."""
+
+    train: Dataset
+    eval: Dataset
+    format: str
+    skipped: Counter
 
 
 @dataclass
@@ -35,16 +63,25 @@ class PreparedData:
 
     train: Dataset
     eval: Dataset
-    eval_conversations: list[list[dict[str, str]]]
+    eval_conversations: list[list[dict[str, str]] | str]
     report: dict[str, Any]
     cache_path: Path
     from_cache: bool
 
 
+def handle_bad_example(on_bad_example: str, where: str, bad: BadExample, skipped: Counter) -> None:
+    """Fail with the example's location (data.on_bad_example=fail) or count it by reason (skip)."""
+    if on_bad_example == "fail":
+        raise ConfigError(
+            f"{where}: {bad}; fix the example or set data.on_bad_example=skip to skip and count such examples."
+        ) from None
+    skipped[bad.reason] += 1
+
+
 # ---------------------------------------------------------------- loading
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_jsonl(path: Path, on_bad_example: str, skipped: Counter) -> list[tuple[str, Any]]:
     rows = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
@@ -53,55 +90,110 @@ def _read_jsonl(path: Path) -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
-                raise ConfigError(f"{path}:{number}: malformed JSON line ({error.msg}).") from None
-            if not isinstance(row, dict):
-                raise ConfigError(
-                    f"{path}:{number}: each line must be a JSON object, got {type(row).__name__}."
+                handle_bad_example(
+                    on_bad_example,
+                    f"{path}:{number}",
+                    BadExample("malformed_json", f"malformed JSON line ({error.msg})"),
+                    skipped,
                 )
-            rows.append(row)
+                continue
+            rows.append((f"{path}:{number}", row))
     return rows
 
 
-def _load_local(spec: str) -> Dataset:
-    rows: list[dict] = []
-    tables = []
+def _read_json(path: Path, on_bad_example: str, skipped: Counter) -> list[tuple[str, Any]]:
+    """A JSON array of objects, or JSON Lines saved with a .json name (as `Dataset.to_json` writes them)."""
+    text = path.read_text(encoding="utf-8")
+    if not text.lstrip().startswith("["):
+        return _read_jsonl(path, on_bad_example, skipped)
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}: malformed JSON ({error.msg} at line {error.lineno}).") from None
+    return [(f"{path} row {index}", row) for index, row in enumerate(rows)]
+
+
+def _read_csv(path: Path) -> list[tuple[str, Any]]:
+    """Every cell as text (no type guessing turns an answer "4" into a number); empty cells are missing."""
+    rows = []
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        start = reader.line_num + 1
+        for row in reader:
+            row.pop(None, None)  # cells beyond the header's columns
+            rows.append((f"{path}:{start}", {key: value or None for key, value in row.items()}))
+            start = reader.line_num + 1
+    return rows
+
+
+def _read_parquet(path: Path) -> list[tuple[str, Any]]:
+    table = load_dataset("parquet", data_files=str(path), split="train")
+    return [(f"{path} row {index}", row) for index, row in enumerate(table.to_list())]
+
+
+def _load_local(spec: str, on_bad_example: str, skipped: Counter) -> tuple[Dataset, list[str]]:
+    """All files of a comma list/glob as one split, plus the union of their columns."""
+    rows: list[tuple[str, Any]] = []
     for path in local_files(spec):
         suffix = path.suffix.lower()
         if suffix == ".jsonl":
-            rows.extend(_read_jsonl(path))
-        elif suffix in {".json", ".parquet", ".csv"}:
-            builder = {".json": "json", ".parquet": "parquet", ".csv": "csv"}[suffix]
-            tables.append(load_dataset(builder, data_files=str(path), split="train"))
+            rows.extend(_read_jsonl(path, on_bad_example, skipped))
+        elif suffix == ".json":
+            rows.extend(_read_json(path, on_bad_example, skipped))
+        elif suffix == ".csv":
+            rows.extend(_read_csv(path))
+        elif suffix == ".parquet":
+            rows.extend(_read_parquet(path))
         else:
             raise ConfigError(
                 f"data.path: {path} has an unsupported extension; use .jsonl, .json, .parquet or .csv."
             )
-    if rows:
-        tables.append(Dataset.from_list(rows))
-    if not tables:
+    records, columns = [], {}
+    for where, row in rows:
+        if not isinstance(row, dict):
+            bad = BadExample(
+                "malformed_json", f"each example must be a JSON object, got {type(row).__name__}"
+            )
+            handle_bad_example(on_bad_example, where, bad, skipped)
+            continue
+        columns.update(dict.fromkeys(row))
+        records.append({ORIGIN: where, ROW_JSON: json.dumps(row, default=str)})
+    if not records:
         raise ConfigError(f"data.path: {spec} holds no examples.")
-    if len(tables) == 1:
-        return tables[0]
-    from datasets import concatenate_datasets
-
-    return concatenate_datasets(tables)
+    return Dataset.from_list(records), list(columns)
 
 
-def load_raw(cfg: DataConfig) -> DatasetDict:
-    """Load the train and eval splits as raw rows (no tokenization yet)."""
+def _with_origin(split: Dataset, label: str) -> Dataset:
+    return split.add_column(ORIGIN, [f"{label} row {index}" for index in range(len(split))])
+
+
+def load_raw(cfg: DataConfig) -> RawData:
+    """Load the train and eval splits as raw rows (no tokenization yet) and detect their format."""
+    skipped: Counter = Counter()
     if cfg.source == "builtin":
         if cfg.name not in BUILTIN:
             raise ConfigError(
                 f"data.name={cfg.name!r} is not a built-in dataset; choose one of {sorted(BUILTIN)}."
             )
         train = Dataset.from_list(BUILTIN[cfg.name](cfg.builtin_examples, seed=cfg.split_seed))
-        eval_ = None
+        train_columns = eval_columns = list(train.column_names)
+        train, eval_ = _with_origin(train, f"built-in {cfg.name}"), None
     elif cfg.source == "hub":
-        train = load_dataset(cfg.path, split=cfg.train_split)
-        eval_ = load_dataset(cfg.path, split=cfg.eval_split) if cfg.eval_split else None
+        train = load_dataset(cfg.path, split=cfg.train_split, revision=cfg.revision)
+        train_columns = eval_columns = list(train.column_names)
+        train = _with_origin(train, f"{cfg.path} {cfg.train_split}")
+        eval_ = None
+        if cfg.eval_split:
+            eval_ = load_dataset(cfg.path, split=cfg.eval_split, revision=cfg.revision)
+            eval_columns = list(eval_.column_names)
+            eval_ = _with_origin(eval_, f"{cfg.path} {cfg.eval_split}")
     else:
-        train = _load_local(cfg.path)
-        eval_ = _load_local(cfg.eval_path) if cfg.eval_path else None
+        train, train_columns = _load_local(cfg.path, cfg.on_bad_example, skipped)
+        eval_, eval_columns = None, train_columns
+        if cfg.eval_path:
+            eval_, eval_columns = _load_local(cfg.eval_path, cfg.on_bad_example, skipped)
+    fmt = detect_format(train_columns, cfg.format)
+    detect_format(eval_columns, fmt)
     if eval_ is None:
         if len(train) < 2:
             raise ConfigError(
@@ -113,7 +205,7 @@ def load_raw(cfg: DataConfig) -> DatasetDict:
         train = train.select(range(min(cfg.max_train_examples, len(train))))
     if cfg.max_eval_examples:
         eval_ = eval_.select(range(min(cfg.max_eval_examples, len(eval_))))
-    return DatasetDict(train=train, eval=eval_)
+    return RawData(train=train, eval=eval_, format=fmt, skipped=skipped)
 
 
 # ---------------------------------------------------------------- formats
@@ -138,35 +230,58 @@ def detect_format(columns: list[str], configured: str) -> str:
     )
 
 
-def _as_messages(value: Any, role: str) -> list[dict[str, str]]:
+def _as_messages(value: Any, role: str, column: str) -> list:
     if isinstance(value, str):
         return [{"role": role, "content": value}]
-    return list(value)
+    if isinstance(value, list):
+        return value
+    raise BadExample(
+        "non_string_content", f"`{column}` must be a string or a list of messages, got {value!r:.80}"
+    )
 
 
 def to_messages(row: dict[str, Any], fmt: str) -> list[dict[str, str]] | str:
-    """One row as chat messages (or, for plain `text`, the text itself)."""
-    if fmt == "messages":
-        messages = row["messages"]
-    elif fmt == "prompt_completion":
-        messages = _as_messages(row["prompt"], "user") + _as_messages(row["completion"], "assistant")
-    elif fmt == "alpaca":
-        prompt = row["instruction"] if not row.get("input") else f"{row['instruction']}\n\n{row['input']}"
-        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": row["output"]}]
-    else:
-        text = row["text"]
-        if not isinstance(text, str) or not text:
-            raise ConfigError("data: a `text` row is empty or not a string.")
+    """One row as chat messages (or, for plain `text`, the text itself); raises BadExample if unusable."""
+    if ROW_JSON in row:
+        row = json.loads(row[ROW_JSON])
+    if fmt == "text":
+        text = row.get("text")
+        if not isinstance(text, str):
+            raise BadExample("non_string_content", f"`text` must be a string, got {text!r:.80}")
+        if not text.strip():
+            raise BadExample("empty_text", "`text` is empty")
         return text
+    if fmt == "messages":
+        messages = row.get("messages") or []
+        if not isinstance(messages, list):
+            raise BadExample(
+                "non_string_content", f"`messages` must be a list of messages, got {messages!r:.80}"
+            )
+    elif fmt == "prompt_completion":
+        messages = _as_messages(row.get("prompt"), "user", "prompt") + _as_messages(
+            row.get("completion"), "assistant", "completion"
+        )
+    else:
+        prompt, extra = row.get("instruction"), row.get("input")
+        if extra:  # an empty or missing input means the instruction alone
+            if not (isinstance(prompt, str) and isinstance(extra, str)):
+                raise BadExample(
+                    "non_string_content",
+                    f"`instruction` and `input` must be strings, got {prompt!r:.40} and {extra!r:.40}",
+                )
+            prompt = f"{prompt}\n\n{extra}"
+        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": row.get("output")}]
     if not messages:
-        raise ConfigError("data: an example has an empty conversation.")
+        raise BadExample("empty_conversation", "empty conversation")
     for message in messages:
         if not isinstance(message, dict) or not isinstance(message.get("content"), str):
-            raise ConfigError(f"data: message content must be a string, got {message!r:.120}.")
-        if message.get("role") not in {"system", "user", "assistant"}:
-            raise ConfigError(f"data: unknown role {message.get('role')!r}; use system, user or assistant.")
+            raise BadExample("non_string_content", f"message content must be a string, got {message!r:.120}")
+        if message.get("role") not in ROLES:
+            raise BadExample(
+                "unknown_role", f"unknown role {message.get('role')!r}; use system, user or assistant"
+            )
     if not any(m["role"] == "assistant" for m in messages):
-        raise ConfigError("data: a conversation has no assistant turn to learn from.")
+        raise BadExample("no_assistant_turn", "the conversation has no assistant turn to learn from")
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
@@ -218,32 +333,72 @@ def tokenize_example(tokenizer, example: list[dict[str, str]] | str, assistant_o
     return {"input_ids": input_ids, "labels": labels}
 
 
-def _tokenize_split(split: Dataset, tokenizer, cfg: DataConfig, fmt: str) -> tuple[Dataset, dict]:
+def truncates(cfg: DataConfig, split: str) -> bool:
+    """Whether the data stage cuts this split at max_length. A split TRL packs with bfd_split stays whole:
+    TRL splits its long examples into pieces instead of dropping their overflow."""
+    packed = cfg.packing if split == "train" else cfg.eval_packing
+    return not (packed and cfg.packing_strategy == "bfd_split")
+
+
+def _tokenize_split(
+    split: Dataset, name: str, tokenizer, cfg: DataConfig, fmt: str, skipped: Counter
+) -> tuple[Dataset, list, dict]:
+    """Tokenized rows, the conversations they came from, and the split's length statistics."""
     rows_out: list[dict] = []
+    conversations: list = []
     lengths: list[int] = []
+    answer_cut: list[tuple[str, int]] = []  # (where, length) of examples truncation leaves without answer
     truncated_targets = 0
+    cut = truncates(cfg, name)
     for row in split:
-        tokens = tokenize_example(tokenizer, to_messages(row, fmt), cfg.assistant_only_loss)
+        try:
+            example = to_messages(row, fmt)
+            try:
+                tokens = tokenize_example(tokenizer, example, cfg.assistant_only_loss)
+            except TemplateError as error:
+                message = f"the chat template rejects this conversation ({error})"
+                raise BadExample("template_error", message) from error
+        except BadExample as bad:
+            handle_bad_example(cfg.on_bad_example, row[ORIGIN], bad, skipped)
+            continue
         length = len(tokens["input_ids"])
         lengths.append(length)
-        if length > cfg.max_length:
-            kept_labels = tokens["labels"][: cfg.max_length]
+        if cut and length > cfg.max_length:
             if any(label != IGNORE_INDEX for label in tokens["labels"][cfg.max_length :]):
                 truncated_targets += 1
-            tokens = {"input_ids": tokens["input_ids"][: cfg.max_length], "labels": kept_labels}
-            if all(label == IGNORE_INDEX for label in kept_labels):
-                continue  # the whole answer was cut off: nothing left to learn from
+            tokens = {key: values[: cfg.max_length] for key, values in tokens.items()}
+            if all(label == IGNORE_INDEX for label in tokens["labels"]):
+                answer_cut.append((row[ORIGIN], length))
+                continue
         rows_out.append(tokens)
+        conversations.append(example)
+    if cut and lengths and min(lengths) > cfg.max_length:
+        raise ConfigError(
+            f"data.max_length={cfg.max_length} is shorter than every example (shortest: {min(lengths)} "
+            f"tokens); raise it to at least {length_stats(lengths)['p95']}."
+        )
+    if answer_cut:
+        if cfg.on_bad_example == "fail":
+            raise ConfigError(
+                f"data: {len(answer_cut)} {name} example(s) lose every answer token to truncation at "
+                f"max_length={cfg.max_length} (first: {answer_cut[0][0]}); raise data.max_length to "
+                f"{max(length for _, length in answer_cut)} or set data.on_bad_example=skip."
+            )
+        skipped["answer_truncated"] += len(answer_cut)
+    if not rows_out:
+        raise ConfigError(
+            f"data: no usable {name} examples left (skipped: {dict(skipped) or 'none'}, "
+            f"max_length={cfg.max_length}); fix the data or raise data.max_length."
+        )
     stats = length_stats(lengths)
     stats["truncated_targets"] = truncated_targets
-    stats["dropped_fully_truncated"] = len(lengths) - len(rows_out)
-    return Dataset.from_list(rows_out), stats
+    tokenized = Dataset.from_list(rows_out)
+    stats.update(waste_figures(tokenized, cfg.max_length, cfg.packing_strategy))
+    return tokenized, conversations, stats
 
 
 def length_stats(lengths: list[int]) -> dict[str, Any]:
     ordered = sorted(lengths)
-    if not ordered:
-        return {"examples": 0}
     return {
         "examples": len(ordered),
         "tokens": sum(ordered),
@@ -255,6 +410,27 @@ def length_stats(lengths: list[int]) -> dict[str, Any]:
     }
 
 
+def waste_figures(tokenized: Dataset, max_length: int, packing_strategy: str = "bfd") -> dict[str, Any]:
+    """Share of row positions holding no real token, as in the article's padding-vs-packing example:
+    every example padded to max_length, versus packed into max_length rows by TRL's own `pack_dataset`
+    (the rows SFTTrainer builds with this packing strategy)."""
+    lengths = [len(ids) for ids in tokenized["input_ids"]]
+    padded_tokens = sum(min(length, max_length) for length in lengths)
+    packed = pack_dataset(
+        tokenized.select_columns(["input_ids"]),
+        max_length,
+        packing_strategy,
+        map_kwargs={"desc": "Counting packed rows for the data report"},
+    )
+    packed_tokens = sum(sum(row) for row in packed["seq_lengths"])
+    return {
+        "padded_rows": len(lengths),
+        "padding_waste": 1 - padded_tokens / (len(lengths) * max_length),
+        "packed_rows": len(packed),
+        "packing_waste": 1 - packed_tokens / (len(packed) * max_length),
+    }
+
+
 # ---------------------------------------------------------------- cache
 
 
@@ -262,7 +438,7 @@ def _source_fingerprint(cfg: DataConfig) -> Any:
     if cfg.source == "builtin":
         return ["builtin", cfg.name, cfg.builtin_examples]
     if cfg.source == "hub":
-        return ["hub", cfg.path, cfg.train_split, cfg.eval_split]
+        return ["hub", cfg.path, cfg.revision, cfg.train_split, cfg.eval_split]
     digests = []
     for spec in filter(None, [cfg.path, cfg.eval_path]):
         for path in local_files(spec):
@@ -283,6 +459,9 @@ def cache_key(cfg: DataConfig, tokenizer) -> str:
         cfg.max_eval_examples,
         cfg.max_length,
         cfg.assistant_only_loss,
+        cfg.on_bad_example,
+        cfg.packing_strategy,  # the report's packed row counts
+        [truncates(cfg, "train"), truncates(cfg, "eval")],
         vocab,
         tokenizer.chat_template,
         tokenizer.eos_token,
@@ -292,36 +471,39 @@ def cache_key(cfg: DataConfig, tokenizer) -> str:
 
 def prepare_data(cfg: DataConfig, tokenizer, cache_dir: str | Path) -> PreparedData:
     """Data stage: load, normalise, tokenize with masks, truncate; reuse the on-disk cache when it matches."""
-    raw = load_raw(cfg)
-    fmt = detect_format(raw["train"].column_names, cfg.format)
-    detect_format(raw["eval"].column_names, fmt)
-    eval_conversations = [to_messages(row, fmt) for row in raw["eval"]]
     path = Path(cache_dir) / "data" / f"{cfg.name}-{cache_key(cfg, tokenizer)}"
     if (path / "report.json").exists():
         log.info("Tokenized data: reusing cache %s", path)
         tokenized = load_from_disk(str(path / "dataset"))
         report = json.loads((path / "report.json").read_text())
+        eval_conversations = json.loads((path / "eval_conversations.json").read_text())
         from_cache = True
     else:
-        log.info("Tokenizing %s (%s format) into %s", cfg.name, fmt, path)
-        train, train_stats = _tokenize_split(raw["train"], tokenizer, cfg, fmt)
-        eval_, eval_stats = _tokenize_split(raw["eval"], tokenizer, cfg, fmt)
-        if train_stats.get("examples", 0) and train_stats["min"] > cfg.max_length:
-            raise ConfigError(
-                f"data.max_length={cfg.max_length} is shorter than every example (shortest: "
-                f"{train_stats['min']} tokens); raise it to at least {train_stats['p95']}."
-            )
+        raw = load_raw(cfg)
+        log.info("Tokenizing %s (%s format) into %s", cfg.name, raw.format, path)
+        skipped = raw.skipped
+        train, _, train_stats = _tokenize_split(raw.train, "train", tokenizer, cfg, raw.format, skipped)
+        eval_, eval_conversations, eval_stats = _tokenize_split(
+            raw.eval, "eval", tokenizer, cfg, raw.format, skipped
+        )
         tokenized = DatasetDict(train=train, eval=eval_)
-        report = {"format": fmt, "max_length": cfg.max_length, "train": train_stats, "eval": eval_stats}
+        report = {
+            "format": raw.format,
+            "max_length": cfg.max_length,
+            "packing_strategy": cfg.packing_strategy,
+            "on_bad_example": cfg.on_bad_example,
+            "skipped": dict(sorted(skipped.items())),
+            "train": train_stats,
+            "eval": eval_stats,
+        }
         tmp = path.with_name(path.name + ".tmp")
         tokenized.save_to_disk(str(tmp / "dataset"))
-        (tmp / "report.json").write_text(json.dumps(report))
+        (tmp / "eval_conversations.json").write_text(json.dumps(eval_conversations))
+        (tmp / "report.json").write_text(json.dumps(report))  # written last: marks a complete cache
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             tmp.rename(path)
         from_cache = False
-    if len(tokenized["train"]) == 0 or len(tokenized["eval"]) == 0:
-        raise ConfigError(f"data: no usable examples left after truncation to max_length={cfg.max_length}.")
     return PreparedData(
         train=tokenized["train"],
         eval=tokenized["eval"],
@@ -330,6 +512,9 @@ def prepare_data(cfg: DataConfig, tokenizer, cache_dir: str | Path) -> PreparedD
         cache_path=path,
         from_cache=from_cache,
     )
+
+
+# ---------------------------------------------------------------- report
 
 
 def summarize_report(report: dict[str, Any], max_length: int) -> list[str]:
@@ -341,9 +526,50 @@ def summarize_report(report: dict[str, Any], max_length: int) -> list[str]:
             f"  {split}: {s['examples']} examples, {s['tokens']} tokens, length min/median/p95/max = "
             f"{s['min']}/{s['median']:.0f}/{s['p95']}/{s['max']}"
         )
+        lines.append(
+            f"  {split}: padding to max_length wastes {s['padding_waste']:.1%} of {s['padded_rows']}×"
+            f"{max_length} positions; {report['packing_strategy']} packing wastes {s['packing_waste']:.1%} "
+            f"of {s['packed_rows']}×{max_length}"
+        )
         if s["truncated_targets"]:
             lines.append(
                 f"  WARNING: {s['truncated_targets']} {split} examples lose answer tokens to truncation at "
                 f"max_length={max_length}; consider data.max_length={s['max']}."
             )
+    if report["skipped"]:
+        counts = ", ".join(f"{reason} {count}" for reason, count in report["skipped"].items())
+        lines.append(
+            f"  skipped {sum(report['skipped'].values())} bad examples (data.on_bad_example=skip): {counts}"
+        )
     return lines
+
+
+def plot_lengths(report: dict[str, Any], path: Path) -> Path:
+    """Token-length histogram of both splits with the max_length cut, as a PNG (Agg, no display needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    max_length = report["max_length"]
+    longest = max(max_length, report["train"]["max"], report["eval"]["max"])
+    bins = [longest * i / 40 for i in range(41)]
+    figure = Figure(figsize=(7, 4))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for split in ("train", "eval"):
+        lengths = report[split]["lengths"]
+        axes.hist(lengths, bins=bins, alpha=0.6, label=f"{split} ({len(lengths)} examples)")
+    axes.axvline(max_length, color="black", linestyle="--", label=f"max_length={max_length}")
+    axes.set_xlabel("tokens per example (chat template applied)")
+    axes.set_ylabel("examples")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def log_report_to_tensorboard(writer, report: dict[str, Any]) -> None:
+    """Token-length histograms (data/train_lengths, data/eval_lengths) and the report lines as text."""
+    for split in ("train", "eval"):
+        writer.add_histogram(f"data/{split}_lengths", np.asarray(report[split]["lengths"]), 0)
+    lines = summarize_report(report, report["max_length"])
+    writer.add_text("data/report", "\n".join(f"    {line}" for line in lines), 0)  # indented: monospace

@@ -70,13 +70,46 @@ def hparams(cfg) -> dict[str, Any]:
     }
 
 
-def claim_run_dir(run_dir: Path) -> None:
-    """Refuse to train into a folder that already holds a finished run: earlier results are never overwritten."""
+CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+
+
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoints whose every file was written, oldest first. transformers writes trainer_state.json last,
+    so a checkpoint cut short by a killed process lacks it (or holds a truncated one) and is skipped."""
+    found = []
+    for folder in (run_dir / "checkpoints").glob("checkpoint-*"):
+        try:
+            json.loads((folder / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if all((folder / name).is_file() for name in CHECKPOINT_FILES):
+            found.append(folder)
+    return sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[1]))
+
+
+def claim_run_dir(run_dir: Path, resume: bool) -> Path | None:
+    """Make sure training into `run_dir` loses nothing; return the checkpoint to resume from, if any.
+
+    A finished run (metrics.json) is never touched; an unfinished one is only continued with resume=true."""
     if (run_dir / "metrics.json").exists():
         raise ConfigError(
             f"{run_dir} already holds a finished run (metrics.json); choose another hydra.run.dir."
         )
+    started = (run_dir / "checkpoints").exists()
+    if resume:
+        checkpoints = complete_checkpoints(run_dir)
+        if not checkpoints:
+            raise ConfigError(
+                f"resume=true but {run_dir} has no complete checkpoint; point hydra.run.dir at the run to "
+                "continue (its folder under outputs/runs), or drop resume=true to start afresh."
+            )
+        return checkpoints[-1]
+    if started:
+        raise ConfigError(
+            f"{run_dir} holds an unfinished run; add resume=true to continue it, or choose another hydra.run.dir."
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
+    return None
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:

@@ -41,12 +41,14 @@ def build_tokenizer(cfg):
 
 
 def build_data(cfg, tokenizer, run_dir: Path) -> data_stage.PreparedData:
-    """Tokenize (or read the cache), then print and save the data report before any weights load."""
+    """Tokenize (or read the cache), then print and save the data report and the token-length histogram
+    (data_report.json, data_lengths.png) before any weights load."""
     data = data_stage.prepare_data(cfg.data, tokenizer, cfg.paths.cache_dir)
     for line in data_stage.summarize_report(data.report, cfg.data.max_length):
         log.info(line)
     log.info("Tokenized data %s: %s", "read from cache" if data.from_cache else "written to", data.cache_path)
     (run_dir / "data_report.json").write_text(json.dumps(data.report))
+    data_stage.plot_lengths(data.report, run_dir / "data_lengths.png")
     return data
 
 
@@ -68,6 +70,8 @@ class TrainingRun:
     throughput: ThroughputCallback
     guard: NonFiniteLossCallback
     pruning: Any = None  # sweep.pruning.PruningCallback inside an Optuna sweep
+    resume_from: Path | None = None  # checkpoint to continue from (resume=true)
+    run_dir: Path | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def task_scores(self, tag: str, step: int) -> dict[str, float]:
@@ -95,14 +99,20 @@ class TrainingRun:
 
     def train(self) -> dict[str, Any]:
         cfg, trainer = self.cfg, self.trainer
+        baseline_file = self.run_dir / "baseline.json"
         baseline: dict[str, Any] = {}
-        if cfg.eval.before_training:
-            baseline["eval_loss"] = trainer.evaluate()["eval_loss"]
-            log.info("eval loss before training: %.4f", baseline["eval_loss"])
-            baseline["task"] = self.task_scores("before_training", 0)
-        self.sampler.sample(trainer.model, "before_training", 0)
+        if self.resume_from is not None:  # the baseline was measured by the interrupted attempt
+            baseline = json.loads(baseline_file.read_text()) if baseline_file.exists() else {}
+            log.info("Resuming from %s", self.resume_from)
+        else:
+            if cfg.eval.before_training:
+                baseline["eval_loss"] = trainer.evaluate()["eval_loss"]
+                log.info("eval loss before training: %.4f", baseline["eval_loss"])
+                baseline["task"] = self.task_scores("before_training", 0)
+            baseline_file.write_text(json.dumps(baseline))
+            self.sampler.sample(trainer.model, "before_training", 0)
         started = time.perf_counter()
-        result = trainer.train()
+        result = trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
         train_seconds = time.perf_counter() - started
         state = trainer.state
         if self.guard.problem:
@@ -154,11 +164,14 @@ class TrainingRun:
         return self.metrics
 
 
-def build_run(cfg, model, tokenizer, data, run_dir: Path) -> TrainingRun:
+def build_run(cfg, model, tokenizer, data, run_dir: Path, resume_from: Path | None = None) -> TrainingRun:
     """Trainer with TensorBoard, throughput and sample-generation callbacks; prints the run summary."""
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    # On resume, drop events logged after the checkpoint by the interrupted attempt: no duplicate steps.
+    purge_step = int(resume_from.name.rsplit("-", 1)[1]) + 1 if resume_from else None
+    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge_step)
+    data_stage.log_report_to_tensorboard(writer, data.report)
     prompts = _sample_prompts(cfg, data)
     sampler = SampleGenerationCallback(
         writer, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.monitor.samples_every_evals
@@ -172,7 +185,9 @@ def build_run(cfg, model, tokenizer, data, run_dir: Path) -> TrainingRun:
     total, warmup = planned_steps(trainer)
     for line in summary_lines(cfg, trainer.model, total, warmup, compute_dtype(cfg)):
         log.info(line)
-    return TrainingRun(cfg, trainer, tokenizer, data, writer, sampler, throughput, guard, pruning)
+    return TrainingRun(
+        cfg, trainer, tokenizer, data, writer, sampler, throughput, guard, pruning, resume_from, run_dir
+    )
 
 
 def _pruning_callback(cfg, run_dir: Path):

@@ -20,9 +20,11 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from src.config import ConfigError, TrainConfig, validate  # noqa: E402
+from src.redact import install_log_redaction, redact, redact_files  # noqa: E402
 from sweep.optuna_sweeper import register as register_sweeper  # noqa: E402
 
 register_sweeper()  # hydra/sweeper=sft_optuna, used by conf/hparams_search presets
+install_log_redaction()  # no token or database password reaches a log
 log = logging.getLogger("src.train")
 
 
@@ -34,13 +36,14 @@ def train(dict_cfg: DictConfig) -> float:
 
     from src import stages  # heavy imports (torch, transformers) only after the config is known good
 
-    stages.claim_run_dir(run_dir)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(dict_cfg, resolve=True))
+    resume_from = stages.claim_run_dir(run_dir, cfg.resume)
+    redact_files(run_dir / ".hydra")  # Hydra saved the overrides as typed, secrets included
+    (run_dir / "config.yaml").write_text(redact(OmegaConf.to_yaml(dict_cfg, resolve=True)))
     started = time.perf_counter()
     base, tokenizer = stages.build_tokenizer(cfg)
     data = stages.build_data(cfg, tokenizer, run_dir)
     model = stages.build_model(cfg, base)
-    run = stages.build_run(cfg, model, tokenizer, data, run_dir)
+    run = stages.build_run(cfg, model, tokenizer, data, run_dir, resume_from)
     metrics = run.train()
     stages.save(cfg, run, base, tokenizer, run_dir)
     metrics["wall_seconds"] = time.perf_counter() - started

@@ -58,7 +58,7 @@ def training_arguments(cfg, output_dir: Path) -> SFTConfig:
         # data
         max_length=data.max_length,
         packing=data.packing,
-        packing_strategy="bfd",  # keeps examples whole and isolated; "wrapped" would let them attend across
+        packing_strategy=data.packing_strategy,  # bfd | bfd_split: examples stay isolated; wrapped is refused
         eval_packing=data.eval_packing,
         dataset_num_proc=None,
         # evaluation, early stopping and checkpoints

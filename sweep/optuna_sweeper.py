@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,35 @@ log = logging.getLogger(__name__)
 PRUNED_AT = "pruned_at_step"  # user attribute the job sets when its pruner stopped it
 FAIL_REASON = "fail_reason"
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+WORKER = "worker"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_stale_trials(study: optuna.Study) -> list[int]:
+    """Mark RUNNING trials whose sweep process on this host is gone (killed, preempted) as FAIL with the
+    reason "interrupted"; they are not re-run with the same parameters, and do not count towards n_trials.
+    Trials of workers on other hosts are left alone (their liveness cannot be checked from here)."""
+    stale = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get(WORKER) or {}
+        if worker.get("host") == socket.gethostname() and not _alive(int(worker.get("pid", -1))):
+            reason = f"interrupted: its sweep process (pid {worker['pid']} on {worker['host']}) is gone"
+            study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, reason)
+            study.tell(trial.number, state=TrialState.FAIL)
+            stale.append(trial.number)
+            log.warning("Trial %d %s; marked failed", trial.number, reason)
+    return stale
 
 
 class SweepAborted(RuntimeError):
@@ -74,6 +105,7 @@ class SFTOptunaSweeper(OptunaSweeper):
             direction=impl._get_directions()[0],
             load_if_exists=True,
         )
+        fail_stale_trials(study)
         self._enqueue_new(study)
         done = finished_trials(study)
         to_go = max(impl.n_trials - done, 0)
@@ -88,6 +120,8 @@ class SFTOptunaSweeper(OptunaSweeper):
         failures = 0
         while to_go > 0:
             batch = [study.ask() for _ in range(min(to_go, impl.n_jobs))]
+            for trial in batch:  # who runs it, so a restarted sweep can tell a dead worker's trial
+                trial.set_user_attr(WORKER, {"host": socket.gethostname(), "pid": os.getpid()})
             overrides = impl._configure_trials(batch, space, fixed_params, fixed_overrides)
             overrides = [(*o, f"trial={t.number}") for o, t in zip(overrides, batch)]
             returns = impl.launcher.launch(overrides, initial_job_idx=impl.job_idx)

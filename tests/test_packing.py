@@ -1,5 +1,6 @@
 """Packed examples are isolated: inside a packed, padding-free row each example's logits equal its logits
-when run alone, with the same collator and packing TRL uses for training."""
+when run alone, with the same collator and packing TRL uses for training; the data report counts the
+packed rows SFTTrainer really builds."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import torch
 from datasets import Dataset
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
-from trl import pack_dataset
+from trl import SFTTrainer, pack_dataset
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from src.data import tokenize_example
+from src.data import prepare_data, tokenize_example
 from src.model import load_tokenizer, resolve_base
+from src.trainer import training_arguments
 from tests.conftest import CACHE, TINY, compose_config
 
 CONVERSATIONS = [
@@ -65,3 +67,29 @@ def test_packed_labels_keep_the_assistant_mask(tiny_base):
     for conversation in CONVERSATIONS:
         assert f"{conversation[-1]['content']}<|im_end|>" in kept
     assert "Name a colour." not in kept and "user" not in kept
+
+
+@pytest.mark.parametrize("strategy", ["bfd", "bfd_split"])
+def test_report_counts_the_rows_sft_trainer_packs(tiny_base, tmp_path, strategy):
+    """The data report's packed row count is the number of rows SFTTrainer itself trains on."""
+    base, tokenizer = tiny_base
+    overrides = [*TINY, "data.max_length=100", f"data.packing_strategy={strategy}"]  # examples: 90–107
+    cfg = OmegaConf.to_object(compose_config(overrides, output_dir=tmp_path, cache_dir=tmp_path))
+    data = prepare_data(cfg.data, tokenizer, tmp_path)
+    assert data.report["train"]["max"] > 100  # some examples overflow: bfd cuts them, bfd_split splits them
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    trainer = SFTTrainer(
+        model=model,
+        args=training_arguments(cfg, tmp_path / "checkpoints"),
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        processing_class=tokenizer,
+    )
+    assert trainer.args.packing_strategy == strategy
+    assert len(trainer.train_dataset) == data.report["train"]["packed_rows"]
+    packed_tokens = sum(sum(lengths) for lengths in trainer.train_dataset["seq_lengths"])
+    assert data.report["train"]["packing_waste"] == pytest.approx(
+        1 - packed_tokens / (data.report["train"]["packed_rows"] * 100)
+    )
+    if strategy == "bfd_split":  # nothing is cut: every token of every example is trained on
+        assert packed_tokens == data.report["train"]["tokens"]

@@ -130,3 +130,46 @@ def test_median_pruner_stops_a_clearly_worse_trial(tmp_path):
     metrics = json.loads((folder / "trial_2" / "metrics.json").read_text())
     assert metrics["status"] == "pruned" and metrics["global_step"] == 2 < metrics["planned_steps"] == 6
     assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 4  # the sweep went on
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_with_the_interrupted_trial_failed(tmp_path):
+    import os
+    import signal
+    import time
+
+    from src.run_info import complete_checkpoints
+
+    folder = tmp_path / "killed"
+    args = ["hydra.sweeper.pruner=null", "hydra.sweeper.n_trials=3", "optim.max_steps=30", "eval.steps=10"]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "src.train",
+            "-m",
+            "hparams_search=tiny_cpu",
+            f"hydra.sweep.dir={folder}",
+            "monitor.num_samples=0",
+            *args,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 600
+    while not complete_checkpoints(folder / "trial_1"):
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished_before = folder_digest(folder / "trial_0")
+    output = run_sweep(folder, *args)
+    assert "Trial 1 interrupted" in output
+    study = load(folder)
+    states = {t.number: t.state for t in study.trials}
+    assert states[1] == TrialState.FAIL and "interrupted" in study.trials[1].user_attrs["fail_reason"]
+    assert sum(s == TrialState.COMPLETE for s in states.values()) == 3
+    assert len(study.trials) == 4
+    assert folder_digest(folder / "trial_0") == finished_before

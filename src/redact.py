@@ -1,0 +1,70 @@
+"""Keep secrets out of everything a run writes: saved configs, logs, TensorBoard text and reports.
+
+Secrets are: the password part of URLs (postgresql://user:PASSWORD@host/db), values of keys whose name
+says token/key/password/secret, and the values of environment variables with such names (HF_TOKEN …)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+MASK = "***"
+# a name whose last component is token/key/password/secret: HF_TOKEN, api_key, db.password …
+SECRET_NAME = re.compile(r"(?:^|[_.\-])(?:token|key|apikey|password|passwd|secret)$", re.IGNORECASE)
+NOT_SECRET = re.compile(r"(?:^|[_.\-])(?:pad|eos|bos|unk|sep|cls|mask)_token$", re.IGNORECASE)
+URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s'\"]+:)([^@\s'\"]+)(@)")
+KEY_VALUE = re.compile(r"(?P<key>[\w.-]+)(?P<sep>[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\s'\",}\]]+)")
+EMPTY = {"null", "None", "none", "~", "<HUB_TOKEN>", MASK}
+
+
+def is_secret_name(name: str) -> bool:
+    return bool(SECRET_NAME.search(name)) and not NOT_SECRET.search(name)
+
+
+def _secret_env_values() -> list[str]:
+    return [v for k, v in os.environ.items() if is_secret_name(k) and len(v) >= 6]
+
+
+def _mask_value(match: re.Match) -> str:
+    if is_secret_name(match["key"]) and match["value"] not in EMPTY:
+        return f"{match['key']}{match['sep']}{MASK}"
+    return match.group(0)
+
+
+def redact(text: str) -> str:
+    """The text with every recognisable secret replaced by ***."""
+    text = URL_PASSWORD.sub(rf"\g<1>{MASK}\g<3>", text)
+    text = KEY_VALUE.sub(_mask_value, text)
+    for value in _secret_env_values():
+        text = text.replace(value, MASK)
+    return text
+
+
+def redact_files(folder: Path, patterns: tuple[str, ...] = ("*.yaml", "*.log", "*.txt")) -> None:
+    """Rewrite text files in `folder` (not recursive into run outputs) without their secrets."""
+    for pattern in patterns:
+        for path in folder.glob(pattern):
+            text = path.read_text(errors="replace")
+            clean = redact(text)
+            if clean != text:
+                path.write_text(clean)
+
+
+def install_log_redaction() -> None:
+    """Redact every log record at creation, whatever handlers Hydra configures later."""
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "redacting", False):
+        return
+
+    def make_record(*args, **kwargs):
+        record = factory(*args, **kwargs)
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return record
+
+    make_record.redacting = True
+    logging.setLogRecordFactory(make_record)

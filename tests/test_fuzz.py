@@ -1,0 +1,79 @@
+"""Property-based tests: any value for any config field is either accepted or refused with one readable
+sentence before weights load — never a traceback from inside a library."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hydra.errors import ConfigCompositionException, OverrideParseException
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from omegaconf import OmegaConf
+
+from src.config import ConfigError, TrainConfig, validate
+from tests.conftest import compose_config
+
+SKIP = {"paths", "trial", "resume"}  # set by Hydra or the sweeper, not by users
+
+
+def leaf_fields(node=TrainConfig, prefix="") -> list[str]:
+    names = []
+    for f in dataclasses.fields(node):
+        name = f"{prefix}{f.name}"
+        if name in SKIP:
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default):
+            names += leaf_fields(type(default), f"{name}.")
+        else:
+            names.append(name)
+    return names
+
+
+FIELDS = leaf_fields()
+NASTY_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+VALUES = st.one_of(
+    st.integers(min_value=-(10**12), max_value=10**12).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(
+        ["true", "false", "null", "''", "[]", "{}", "[a,b]", "1e309", "-0", "nan", "inf", "-inf"]
+    ),
+    NASTY_TEXT.map(lambda t: "'" + t.replace("\\", "\\\\").replace("'", "\\'") + "'"),
+    NASTY_TEXT,
+)
+
+
+def test_fields_are_enumerated():
+    assert {"optim.learning_rate", "lora.r", "data.max_length", "memory.load_in_4bit", "seed"} <= set(FIELDS)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(field=st.sampled_from(FIELDS), value=VALUES)
+def test_any_value_is_accepted_or_refused_in_one_sentence(field, value):
+    try:
+        cfg = OmegaConf.to_object(compose_config([f"{field}={value}"]))
+        validate(cfg)
+    except (ConfigCompositionException, OverrideParseException, ConfigError) as error:
+        message = str(error)
+        assert message and "Traceback" not in message
+        assert message.count("\n") <= 8, message  # Hydra's parse errors add a caret line and a link
+    else:
+        assert isinstance(cfg, TrainConfig)
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("optim.optimizer=adamw_fast", "optim.optimizer"),
+        ("eval.max_new_tokens=0", "eval.max_new_tokens"),
+        ("eval.task_examples=-1", "eval.task_examples"),
+        ("monitor.num_samples=-2", "monitor.num_samples"),
+        ("optim.learning_rate=nan", "optim.learning_rate"),
+        ("optim.num_train_epochs=inf", "optim.num_train_epochs"),
+        ("lora.target_modules=[]", "lora.target_modules"),
+    ],
+)
+def test_values_a_library_would_choke_on_are_refused_early(override, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        validate(OmegaConf.to_object(compose_config([override])))

@@ -1,0 +1,48 @@
+"""Tokens and passwords never reach what a run writes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from src.redact import redact
+from tests.conftest import ROOT, TINY
+
+TOKEN = "hf_TestSecretToken42"
+PASSWORD = "pa55-w0rd-xyz"
+
+
+def test_redact_masks_urls_keys_and_env_values(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    text = f"storage: postgresql://alice:{PASSWORD}@db/optuna\napi_key=sk-123 max_new_tokens: 48 {TOKEN}"
+    clean = redact(text)
+    assert PASSWORD not in clean and "sk-123" not in clean and TOKEN not in clean
+    assert "postgresql://alice:***@db/optuna" in clean and "max_new_tokens: 48" in clean
+
+
+def test_run_outputs_hold_no_secret(tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = [
+        *TINY,
+        "optim.max_steps=2",
+        "eval.steps=2",
+        "data.task_metric=none",
+        f"hydra.run.dir={run_dir}",
+        f"+hydra.job.env_set.DB_PASSWORD={PASSWORD}",  # lands in Hydra's saved hydra.yaml unless redacted
+    ]
+    env = {**__import__("os").environ, "HF_TOKEN": TOKEN, "WANDB_API_KEY": "wandb-" + PASSWORD}
+    result = subprocess.run(
+        [sys.executable, "-m", "src.train", *overrides],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert TOKEN not in result.stdout + result.stderr and PASSWORD not in result.stdout + result.stderr
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert any(p.name == "hydra.yaml" for p in files) and any("tfevents" in p.name for p in files)
+    for path in files:
+        data = path.read_bytes()
+        assert TOKEN.encode() not in data and PASSWORD.encode() not in data, path
