@@ -131,23 +131,36 @@ def _read_parquet(path: Path) -> list[tuple[str, Any]]:
     return [(f"{path} row {index}", row) for index, row in enumerate(table.to_list())]
 
 
+def _read_file(path: Path, on_bad_example: str, skipped: Counter) -> list[tuple[str, Any]]:
+    """Rows of one local file; an undecodable file is refused in one sentence."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".jsonl":
+            return _read_jsonl(path, on_bad_example, skipped)
+        if suffix == ".json":
+            return _read_json(path, on_bad_example, skipped)
+        if suffix == ".csv":
+            return _read_csv(path)
+        if suffix == ".parquet":
+            return _read_parquet(path)
+    except ConfigError:  # already one clear sentence (and a ValueError, like the errors below)
+        raise
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (bad byte at offset {error.start}); save it as UTF-8."
+        ) from None
+    except csv.Error as error:
+        raise ConfigError(f"{path}: malformed CSV ({error}).") from None
+    except (OSError, ValueError) as error:  # pyarrow's errors for a damaged parquet file derive from these
+        raise ConfigError(f"{path}: cannot be read as {suffix[1:]} ({type(error).__name__}).") from None
+    raise ConfigError(f"data.path: {path} has an unsupported extension; use .jsonl, .json, .parquet or .csv.")
+
+
 def _load_local(spec: str, on_bad_example: str, skipped: Counter) -> tuple[Dataset, list[str]]:
     """All files of a comma list/glob as one split, plus the union of their columns."""
     rows: list[tuple[str, Any]] = []
     for path in local_files(spec):
-        suffix = path.suffix.lower()
-        if suffix == ".jsonl":
-            rows.extend(_read_jsonl(path, on_bad_example, skipped))
-        elif suffix == ".json":
-            rows.extend(_read_json(path, on_bad_example, skipped))
-        elif suffix == ".csv":
-            rows.extend(_read_csv(path))
-        elif suffix == ".parquet":
-            rows.extend(_read_parquet(path))
-        else:
-            raise ConfigError(
-                f"data.path: {path} has an unsupported extension; use .jsonl, .json, .parquet or .csv."
-            )
+        rows.extend(_read_file(path, on_bad_example, skipped))
     records, columns = [], {}
     for where, row in rows:
         if not isinstance(row, dict):

@@ -77,6 +77,10 @@ def main(cfg: DictConfig) -> float:
     except Exception as error:
         if not _in_multirun():
             log.error("%s: %s", type(error).__name__, error)
+            if (
+                type(error).__name__ == "TrainingDiverged"
+            ):  # explained in one message; metrics.json says so too
+                sys.exit(1)
             raise
         log.exception("Job failed")  # full traceback in this job's train.log
         failure = f"{type(error).__name__}: {error}"

@@ -162,3 +162,24 @@ def _config_value(run_dir: Path, key: str):
     import yaml
 
     return yaml.safe_load((run_dir / "config.yaml").read_text())["optim"][key]
+
+
+def test_diverging_run_stops_with_one_clear_message(tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = [
+        *TINY,
+        "optim.max_steps=20",
+        "optim.learning_rate=1e10",
+        "eval.steps=5",
+        f"hydra.run.dir={run_dir}",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "src.train", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "became nan at step" in output and "learning rate too high" in output
+    assert "Traceback" not in output
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and metrics["global_step"] < 20
+    assert not (run_dir / "adapter").exists()
