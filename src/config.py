@@ -37,7 +37,7 @@ class ModelConfig:
     )
     trust_remote_code: bool = False
     chat_template: str | None = None  # Jinja override of the tokenizer's chat template
-    architecture: dict[str, Any] | None = None  # source=random: transformers config kwargs
+    architecture: dict[str, Any] | None = None  # transformers config kwargs: random weights, and the planner
     random_seed: int = 0  # source=random: weight initialisation seed
 
 
@@ -133,6 +133,11 @@ class PathsConfig:
 
 
 @dataclass
+class PlanConfig:
+    gpu_gb: float = 24.0  # python -m src.plan: the GPU memory to check the run against
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfigSchema = field(default_factory=LoraConfigSchema)
@@ -145,6 +150,7 @@ class TrainConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 42
     use_cpu: bool = False  # train on CPU even when a GPU is present
+    plan: PlanConfig = field(default_factory=PlanConfig)
     trial: int | None = None  # set by the Optuna sweeper: this job's trial number (folder trial_N)
     resume: bool = False  # continue the unfinished run in hydra.run.dir from its newest complete checkpoint
 

@@ -104,9 +104,9 @@ def _random_model(architecture: dict[str, Any], tokenizer_dir: Path, target: Pat
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         arch = dict(architecture)
         model_type = arch.pop("model_type", "llama")
+        arch["vocab_size"] = len(tokenizer)  # the borrowed tokenizer decides the embedding size
         config = AutoConfig.for_model(
             model_type,
-            vocab_size=len(tokenizer),
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,

@@ -26,6 +26,7 @@ from sweep.optuna_sweeper import register as register_sweeper  # noqa: E402
 register_sweeper()  # hydra/sweeper=sft_optuna, used by conf/hparams_search presets
 install_log_redaction()  # no token or database password reaches a log
 log = logging.getLogger("src.train")
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def train(dict_cfg: DictConfig) -> float:

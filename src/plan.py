@@ -1,0 +1,191 @@
+"""Memory planner: `python -m src.plan <same overrides as train> [plan.gpu_gb=24]`.
+
+Counts parameters and LoRA parameters from the architecture shipped in conf/model (no download), estimates
+memory for weights, adapter, gradients, optimizer states and activations (with and without gradient
+checkpointing), and says whether the run fits the GPU and the largest micro-batch that does."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from src.config import ConfigError
+
+GIB = 2**30
+NF4_BITS = 4 + 0.127  # 4-bit codes + double-quantized absmax constants (block 64, second level 256)
+BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "auto": 2}
+ADAMW_BYTES = 8  # two fp32 moments per trainable parameter (adamw_8bit: 2)
+
+
+@dataclass
+class Shapes:
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied: bool
+    qkv_bias: bool
+
+    @classmethod
+    def from_architecture(cls, arch: dict) -> Shapes:
+        heads = arch["num_attention_heads"]
+        return cls(
+            hidden=arch["hidden_size"],
+            intermediate=arch["intermediate_size"],
+            layers=arch["num_hidden_layers"],
+            heads=heads,
+            kv_heads=arch.get("num_key_value_heads", heads),
+            head_dim=arch.get("head_dim") or arch["hidden_size"] // heads,
+            vocab=arch["vocab_size"],
+            tied=arch.get("tie_word_embeddings", False),
+            qkv_bias=arch.get("model_type") == "qwen2",
+        )
+
+    def projections(self) -> dict[str, tuple[int, int]]:
+        """(in_features, out_features) of each Linear in one decoder layer."""
+        q, kv, h, i = (
+            self.heads * self.head_dim,
+            self.kv_heads * self.head_dim,
+            self.hidden,
+            self.intermediate,
+        )
+        return {
+            "q_proj": (h, q),
+            "k_proj": (h, kv),
+            "v_proj": (h, kv),
+            "o_proj": (q, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }
+
+
+def count_parameters(shapes: Shapes) -> dict[str, int]:
+    linear = sum(i * o for i, o in shapes.projections().values())
+    bias = (shapes.heads + 2 * shapes.kv_heads) * shapes.head_dim if shapes.qkv_bias else 0
+    norms = 2 * shapes.hidden
+    embeddings = shapes.vocab * shapes.hidden * (1 if shapes.tied else 2)
+    return {
+        "linear": shapes.layers * linear,  # what 4-bit quantization applies to
+        "other": shapes.layers * (bias + norms) + shapes.hidden + embeddings,  # embeddings, norms, biases
+    }
+
+
+def lora_parameters(shapes: Shapes, r: int, targets: list[str]) -> int:
+    projections = shapes.projections()
+    unknown = set(targets) - set(projections)
+    if unknown:
+        raise ConfigError(f"lora.target_modules {sorted(unknown)} are not projections of this model.")
+    return shapes.layers * sum(r * (projections[t][0] + projections[t][1]) for t in targets)
+
+
+def activation_bytes(
+    shapes: Shapes, micro_batch: int, length: int, checkpointing: bool, dtype_bytes: int
+) -> int:
+    """Activations kept for backward. Per layer and token without checkpointing: the inputs of the norms,
+    the 7 projections (LoRA keeps its own inputs too), attention output and the MLP's gate/up/act
+    products; with checkpointing only each layer's input, plus one layer recomputed at a time. The loss adds
+    fp32 logits and their log-softmax."""
+    tokens = micro_batch * length
+    h, i = shapes.hidden, shapes.intermediate
+    q, kv = shapes.heads * shapes.head_dim, shapes.kv_heads * shapes.head_dim
+    per_layer = tokens * dtype_bytes * (4 * h + q + 2 * kv + q + 4 * i)
+    layers = (
+        shapes.layers * tokens * h * dtype_bytes + per_layer if checkpointing else shapes.layers * per_layer
+    )
+    logits = tokens * shapes.vocab * 4 * 2
+    return layers + logits
+
+
+def plan(cfg, micro_batch: int | None = None) -> dict:
+    arch = cfg.model.architecture
+    if not arch:
+        raise ConfigError(
+            f"model {cfg.model.name} has no `architecture` in its conf/model file to plan from."
+        )
+    shapes = Shapes.from_architecture(dict(arch))
+    counts = count_parameters(shapes)
+    total = counts["linear"] + counts["other"]
+    lora = cfg.lora
+    trainable = lora_parameters(shapes, lora.r, list(lora.target_modules)) if lora.enabled else total
+    quantized = cfg.memory.load_in_4bit
+    weight_bytes = BYTES[cfg.model.dtype]
+    weights = counts["linear"] * NF4_BITS / 8 if quantized else counts["linear"] * weight_bytes
+    # prepare_model_for_kbit_training upcasts the unquantized parameters (embeddings, norms) to fp32
+    weights += counts["other"] * (4 if quantized else weight_bytes)
+    adapter = trainable * 4 if lora.enabled else 0
+    gradients = trainable * (4 if lora.enabled else weight_bytes)
+    optimizer = trainable * (2 if "8bit" in cfg.optim.optimizer else ADAMW_BYTES)
+    b = micro_batch or cfg.memory.per_device_train_batch_size
+    length = cfg.data.max_length
+    act = {ckpt: activation_bytes(shapes, b, length, ckpt, 2) for ckpt in (False, True)}
+    static = weights + adapter + gradients + optimizer
+    peak = static + act[cfg.memory.gradient_checkpointing]
+    return {
+        "total_params": total,
+        "trainable_params": trainable,
+        "weights": weights,
+        "adapter": adapter,
+        "gradients": gradients,
+        "optimizer": optimizer,
+        "activations": act[False],
+        "activations_checkpointed": act[True],
+        "peak": peak,
+        "micro_batch": b,
+    }
+
+
+def largest_micro_batch(cfg, budget_bytes: float, limit: int = 1024) -> int:
+    best = 0
+    for b in range(1, limit + 1):
+        if plan(cfg, b)["peak"] > budget_bytes:
+            break
+        best = b
+    return best
+
+
+def report_lines(cfg) -> list[str]:
+    p = plan(cfg)
+    gpu = cfg.plan.gpu_gb * GIB
+    fits = p["peak"] <= gpu
+    lines = [
+        f"model {cfg.model.name}: {p['total_params']:,} parameters, trainable {p['trainable_params']:,} "
+        f"({100 * p['trainable_params'] / p['total_params']:.3f}%)",
+        f"  weights ({'NF4 4-bit' if cfg.memory.load_in_4bit else cfg.model.dtype}): {p['weights'] / GIB:8.2f} GiB",
+        f"  LoRA parameters (fp32):   {p['adapter'] / GIB:8.2f} GiB",
+        f"  gradients:                {p['gradients'] / GIB:8.2f} GiB",
+        f"  optimizer states:         {p['optimizer'] / GIB:8.2f} GiB ({cfg.optim.optimizer})",
+        f"  activations, micro-batch {p['micro_batch']} × {cfg.data.max_length} tokens: "
+        f"{p['activations'] / GIB:.2f} GiB without, {p['activations_checkpointed'] / GIB:.2f} GiB with "
+        "gradient checkpointing",
+        f"  estimated peak (checkpointing {'on' if cfg.memory.gradient_checkpointing else 'off'}): "
+        f"{p['peak'] / GIB:.2f} GiB",
+        f"verdict for a {cfg.plan.gpu_gb:g} GB GPU: {'fits' if fits else 'does NOT fit'}; largest micro-batch "
+        f"that fits: {largest_micro_batch(cfg, gpu)}",
+    ]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from src.config import validate
+    from src.train import CONF_DIR
+
+    overrides = list(sys.argv[1:] if argv is None else argv)
+    with initialize_config_dir(config_dir=str(CONF_DIR)):
+        dict_cfg = compose("train", overrides=[*overrides, "paths.output_dir=.", "paths.cache_dir=."])
+    cfg = OmegaConf.to_object(dict_cfg)
+    try:
+        validate(cfg)
+        print("\n".join(report_lines(cfg)))
+    except ConfigError as error:
+        sys.exit(f"Config error: {error}")
+
+
+if __name__ == "__main__":
+    main()

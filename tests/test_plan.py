@@ -1,0 +1,70 @@
+"""The memory planner counts parameters exactly as PEFT does, for every model option, without weights."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from peft import LoraConfig, get_peft_model
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from src.plan import GIB, largest_micro_batch, plan
+from tests.conftest import ROOT, compose_config
+
+PUBLISHED = {"smollm2_135m": 134_515_008, "qwen2_5_1_5b": 1_543_714_304, "llama3_1_8b": 8_030_261_248}
+
+
+def typed(overrides):
+    return OmegaConf.to_object(compose_config(overrides))
+
+
+def meta_peft_counts(cfg) -> tuple[int, int]:
+    arch = dict(cfg.model.architecture)
+    config = AutoConfig.for_model(arch.pop("model_type"), **arch)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    base_total = sum(p.numel() for p in model.parameters())
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=2 * cfg.lora.r, target_modules=list(cfg.lora.target_modules))
+    trainable, _ = get_peft_model(model, lora).get_nb_trainable_parameters()
+    return trainable, base_total
+
+
+@pytest.mark.parametrize("model", ["tiny", "smollm2_135m", "qwen2_5_1_5b", "llama3_1_8b"])
+@pytest.mark.parametrize("lora", ["r8", "r64"])
+def test_planner_counts_match_peft_on_the_meta_device(model, lora):
+    cfg = typed([f"model={model}", f"lora={lora}"])
+    trainable, total = meta_peft_counts(cfg)
+    estimate = plan(cfg)
+    assert estimate["trainable_params"] == trainable
+    assert estimate["total_params"] == total
+    if model in PUBLISHED:
+        assert total == PUBLISHED[model]
+
+
+def test_memory_terms_follow_the_settings():
+    qlora = plan(typed(["model=llama3_1_8b", "memory=gpu_24gb", "data.max_length=2048"]))
+    bf16 = plan(typed(["model=llama3_1_8b", "memory=gpu_80gb", "data.max_length=2048"]))
+    assert 3.5 * GIB < qlora["weights"] < 9 * GIB < 14 * GIB < bf16["weights"] < 16 * GIB
+    assert (
+        qlora["optimizer"] == 2 * qlora["gradients"] == 2 * qlora["adapter"] == 8 * qlora["trainable_params"]
+    )
+    assert qlora["activations_checkpointed"] < qlora["activations"] / 3
+    cfg = typed(["model=llama3_1_8b", "memory=gpu_24gb", "data.max_length=2048"])
+    fits = largest_micro_batch(cfg, 24 * GIB)
+    assert plan(cfg, fits)["peak"] <= 24 * GIB < plan(cfg, fits + 1)["peak"]
+
+
+def test_plan_command_prints_a_verdict():
+    result = subprocess.run(
+        [sys.executable, "-m", "src.plan", "model=llama3_1_8b", "memory=gpu_24gb", "plan.gpu_gb=24"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "8,030,261,248 parameters, trainable 41,943,040" in result.stdout
+    assert "verdict for a 24 GB GPU:" in result.stdout and "largest micro-batch" in result.stdout
