@@ -93,3 +93,36 @@ def test_report_counts_the_rows_sft_trainer_packs(tiny_base, tmp_path, strategy)
     )
     if strategy == "bfd_split":  # nothing is cut: every token of every example is trained on
         assert packed_tokens == data.report["train"]["tokens"]
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_rows_collator_keeps_examples_isolated(tiny_base, attention):
+    """Our collator keeps packed rows apart; each example's logits still equal its logits alone."""
+    from src.trainer import PackedRowsCollator
+
+    base, tokenizer = tiny_base
+    model = AutoModelForCausalLM.from_pretrained(
+        base, dtype=torch.float32, attn_implementation=attention
+    ).eval()
+    examples = [tokenize_example(tokenizer, c, assistant_only_loss=True) for c in CONVERSATIONS]
+    lengths = [len(e["input_ids"]) for e in examples]
+    packed = pack_dataset(Dataset.from_list(examples), seq_length=sum(lengths[:2]) + 1, strategy="bfd")
+    batch = PackedRowsCollator(tokenizer.pad_token_id)([packed[i] for i in range(len(packed))])
+    assert batch["input_ids"].shape[0] == len(packed) > 1 and "attention_mask" not in batch
+    with torch.no_grad():
+        logits = model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+        ).logits
+        seen = 0
+        for row in range(len(packed)):
+            for start, length in zip(
+                [0, *torch.tensor(packed[row]["seq_lengths"]).cumsum(0).tolist()[:-1]],
+                packed[row]["seq_lengths"],
+            ):
+                ids = batch["input_ids"][row, start : start + length]
+                alone = model(input_ids=ids[None], use_cache=False).logits[0]
+                torch.testing.assert_close(logits[row, start : start + length], alone, atol=1e-5, rtol=1e-5)
+                labels = batch["labels"][row, start : start + length]
+                assert labels[0] == -100
+                seen += 1
+    assert seen == len(examples)

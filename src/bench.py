@@ -1,0 +1,264 @@
+"""Training-step benchmark: `python -m src.bench [bench.measure_steps=5 …] [train overrides …]`.
+
+Runs, in one process on identical data, model and settings: (a) this project's trainer, (b) the article's
+recipe with current TRL (SFTTrainer, packing=True, gradient checkpointing, default metrics), (c) the same
+without packing (padding), (d) a bare PEFT loop with no framework. Reports real (non-pad) tokens/s,
+optimizer steps/s, positions per real token, peak RSS (CPU) or CUDA memory, the ratio of each to (a), and
+the step's utilisation against the machine's measured matmul throughput (MFU). Writes JSON next to it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from transformers import TrainerCallback
+
+from src.config import ConfigError, validate
+
+log = logging.getLogger("src.bench")
+BENCH_DEFAULTS = Path(__file__).resolve().parents[1] / "conf" / "bench" / "default.yaml"
+
+
+def current_memory_gb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**30
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * 4096 / 2**30
+
+
+class CountingCollator:
+    """Wraps a collator to record real tokens and processed positions of every batch."""
+
+    def __init__(self, inner):
+        self.inner, self.batches = inner, []
+
+    def __call__(self, features):
+        batch = self.inner(features)
+        real = sum(len(f["input_ids"]) for f in features)
+        self.batches.append((real, batch["input_ids"].numel()))
+        return batch
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self):
+        self.seconds, self.memory, self._start = [], 0.0, 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.seconds.append(time.perf_counter() - self._start)
+        self.memory = max(self.memory, current_memory_gb())
+
+
+def summarize(name: str, seconds: list[float], batches: list[tuple[int, int]], warmup: int, memory: float):
+    steps = seconds[warmup:]
+    counted = batches[warmup : warmup + len(steps)]
+    median = statistics.median(steps)
+    real = statistics.median(b[0] for b in counted)
+    positions = sum(b[1] for b in counted) / max(sum(b[0] for b in counted), 1)
+    return {
+        "variant": name,
+        "median_step_seconds": median,
+        "real_tokens_per_step": real,
+        "tokens_per_second": real / median,
+        "steps_per_second": 1 / median,
+        "positions_per_real_token": positions,
+        "peak_memory_gb": memory,
+        "steps_measured": len(steps),
+    }
+
+
+def run_trainer_variant(name, cfg, base, tokenizer, data, raw_train, bench, workdir: Path) -> dict:
+    """(a) ours through build_trainer; (b)/(c) the article's SFTTrainer with packing on/off."""
+    from trl import SFTConfig, SFTTrainer
+
+    from src.model import build_model
+    from src.trainer import build_trainer
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, base)
+    timer = StepTimer()
+    steps = bench.warmup_steps + bench.measure_steps
+    if name == "ours":
+        cfg.optim.max_steps = steps
+        trainer = build_trainer(cfg, model, tokenizer, data, workdir / name, [timer])
+        trainer.args.eval_strategy = trainer.args.save_strategy = "no"
+        trainer.args.load_best_model_at_end = False
+        trainer.callback_handler.callbacks = [
+            c for c in trainer.callback_handler.callbacks if type(c).__name__ != "EarlyStoppingCallback"
+        ]
+    else:
+        args = SFTConfig(
+            output_dir=str(workdir / name),
+            max_steps=steps,
+            per_device_train_batch_size=cfg.memory.per_device_train_batch_size,
+            gradient_accumulation_steps=1,
+            gradient_checkpointing=True,
+            learning_rate=cfg.optim.learning_rate,
+            lr_scheduler_type="cosine",
+            warmup_steps=0.05,
+            bf16=True,
+            use_cpu=not torch.cuda.is_available(),
+            max_length=cfg.data.max_length,
+            packing=name == "article",
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            seed=cfg.seed,
+            disable_tqdm=True,
+        )
+        trainer = SFTTrainer(
+            model=model, args=args, train_dataset=raw_train, processing_class=tokenizer, callbacks=[timer]
+        )
+    trainer.data_collator = CountingCollator(trainer.data_collator)
+    trainer.train()
+    result = summarize(name, timer.seconds, trainer.data_collator.batches, bench.warmup_steps, timer.memory)
+    del trainer, model
+    return result
+
+
+def run_bare_loop(cfg, base, tokenizer, data, bench) -> dict:
+    """(d) PEFT + a hand-written loop over the same packed rows: no Trainer, no metrics."""
+    from trl import pack_dataset
+
+    from src.model import build_model
+    from src.trainer import PackedRowsCollator
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, base)
+    model.train()
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.optim.learning_rate
+    )
+    rows = pack_dataset(data.train, seq_length=cfg.data.max_length, strategy="bfd")
+    collate = CountingCollator(PackedRowsCollator(tokenizer.pad_token_id))
+    b = cfg.memory.per_device_train_batch_size
+    seconds, memory = [], 0.0
+    dtype = torch.bfloat16
+    for step in range(bench.warmup_steps + bench.measure_steps):
+        start = (step * b) % max(len(rows) - b, 1)
+        batch = collate([rows[i] for i in range(start, start + b)])
+        began = time.perf_counter()
+        with torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=dtype):
+            loss = model(**batch, use_cache=False).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        seconds.append(time.perf_counter() - began)
+        memory = max(memory, current_memory_gb())
+    result = summarize("bare", seconds, collate.batches, bench.warmup_steps, memory)
+    del model, optimizer
+    return result
+
+
+def matmul_flops_per_second(hidden: int, intermediate: int, tokens: int, dtype: torch.dtype) -> float:
+    """Achieved GEMM throughput for the model's own MLP shape (tokens × hidden @ hidden × intermediate)."""
+    a = torch.randn(tokens, hidden, dtype=dtype)
+    w = torch.randn(hidden, intermediate, dtype=dtype)
+    for _ in range(2):
+        a @ w
+    times = []
+    for _ in range(5):
+        began = time.perf_counter()
+        a @ w
+        times.append(time.perf_counter() - began)
+    return 2 * tokens * hidden * intermediate / statistics.median(times)
+
+
+def training_flops_per_token(cfg, checkpointing: bool) -> float:
+    """Forward 2·N over the frozen linear layers, backward 2·N (input gradients only: frozen weights get
+    none), 2·N more when activations are recomputed, plus LoRA (6 per parameter), the LM head and attention."""
+    from src.plan import Shapes, count_parameters
+
+    shapes = Shapes.from_architecture(dict(cfg.model.architecture))
+    linear = count_parameters(shapes)["linear"]
+    passes = 3 if checkpointing else 2
+    lora = 6 * (cfg.lora.r * sum(i + o for i, o in shapes.projections().values()) * shapes.layers)
+    head = 2 * 2 * shapes.hidden * shapes.vocab
+    attention = shapes.layers * 2 * 2 * 2 * cfg.data.max_length / 2 * shapes.heads * shapes.head_dim
+    return passes * 2 * linear + lora + head + attention
+
+
+def main(argv: list[str] | None = None) -> None:
+    import tempfile
+
+    from hydra import compose, initialize_config_dir
+
+    from src import data as data_stage
+    from src.model import load_tokenizer, resolve_base
+    from src.train import CONF_DIR
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = list(sys.argv[1:] if argv is None else argv)
+    bench = OmegaConf.load(BENCH_DEFAULTS)
+    bench_overrides = [a.removeprefix("bench.") for a in args if a.startswith("bench.")]
+    bench = OmegaConf.merge(bench, OmegaConf.from_dotlist(bench_overrides))
+    train_overrides = [*bench.train_overrides, *[a for a in args if not a.startswith("bench.")]]
+    with initialize_config_dir(config_dir=str(CONF_DIR)):
+        dict_cfg = compose(
+            "train", overrides=[*train_overrides, "paths.output_dir=.", f"paths.cache_dir={bench.cache_dir}"]
+        )
+    cfg = OmegaConf.to_object(dict_cfg)
+    try:
+        validate(cfg)
+    except ConfigError as error:
+        sys.exit(f"Config error: {error}")
+    base = resolve_base(cfg.model, cfg.paths.cache_dir)
+    tokenizer = load_tokenizer(cfg.model, base)
+    data = data_stage.prepare_data(cfg.data, tokenizer, cfg.paths.cache_dir)
+    # the article's recipe tokenizes conversations itself: give it the same generated conversations
+    from datasets import Dataset
+
+    from src.builtin_data import BUILTIN
+
+    if cfg.data.source != "builtin":
+        sys.exit("src.bench uses the built-in dataset so every variant sees identical conversations.")
+    raw_train = Dataset.from_list(BUILTIN[cfg.data.name](cfg.data.builtin_examples, seed=cfg.data.split_seed))
+    results = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for name in bench.variants:
+            log.info("== %s", name)
+            if name == "bare":
+                results.append(run_bare_loop(cfg, base, tokenizer, data, bench))
+            else:
+                results.append(
+                    run_trainer_variant(name, cfg, base, tokenizer, data, raw_train, bench, Path(workdir))
+                )
+    reference = next((r for r in results if r["variant"] == "ours"), results[0])
+    for r in results:
+        r["tokens_per_second_vs_ours"] = r["tokens_per_second"] / reference["tokens_per_second"]
+        r["peak_memory_vs_ours"] = r["peak_memory_gb"] / reference["peak_memory_gb"]
+    shapes = cfg.model.architecture
+    peak = matmul_flops_per_second(shapes["hidden_size"], shapes["intermediate_size"], 2048, torch.bfloat16)
+    for r in results:
+        ckpt = r["variant"] in ("article", "padding") or cfg.memory.gradient_checkpointing
+        r["mfu_vs_measured_matmul"] = r["tokens_per_second"] * training_flops_per_token(cfg, ckpt) / peak
+    print(f"\nmeasured bf16 matmul throughput: {peak / 1e9:.1f} GFLOP/s")
+    header = f"{'variant':8} {'tokens/s':>9} {'× ours':>7} {'steps/s':>8} {'pos/token':>9} {'peak GB':>8} {'MFU':>6}"
+    print(header)
+    for r in results:
+        print(
+            f"{r['variant']:8} {r['tokens_per_second']:9.1f} {r['tokens_per_second_vs_ours']:7.2f} "
+            f"{r['steps_per_second']:8.3f} {r['positions_per_real_token']:9.2f} {r['peak_memory_gb']:8.2f} "
+            f"{r['mfu_vs_measured_matmul']:6.1%}"
+        )
+    out = Path(bench.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {"matmul_flops_per_second": peak, "settings": train_overrides, "results": results}, indent=2
+        )
+    )
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""The benchmark command keeps working (on the tiny model; no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_bench_runs_all_four_variants_on_the_tiny_model(tmp_path):
+    out = tmp_path / "bench.json"
+    args = [
+        "model=tiny",
+        "memory=bf16",
+        "memory.per_device_train_batch_size=2",
+        "data.max_length=128",
+        "data.builtin_examples=40",
+        "bench.warmup_steps=1",
+        "bench.measure_steps=2",
+        f"bench.output={out}",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "src.bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert [r["variant"] for r in report["results"]] == ["ours", "article", "padding", "bare"]
+    ours = report["results"][0]
+    assert ours["tokens_per_second_vs_ours"] == 1.0 and ours["steps_measured"] == 2
+    for r in report["results"]:
+        assert r["tokens_per_second"] > 0 and r["peak_memory_gb"] > 0 and 0 < r["mfu_vs_measured_matmul"] < 1
+        assert r["positions_per_real_token"] >= 1.0
+    assert report["matmul_flops_per_second"] > 1e8
+    assert "variant   tokens/s" in result.stdout
