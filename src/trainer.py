@@ -10,7 +10,7 @@ import torch
 from transformers import EarlyStoppingCallback
 from trl import SFTConfig, SFTTrainer
 
-from src.model import torch_dtype
+from src.model import resolve_attention, torch_dtype
 
 # Our schedule names → transformers scheduler types. Cosine decays to eta_min × peak, after warmup.
 SCHEDULERS = {"cosine": "cosine_with_min_lr", "linear": "linear", "constant": "constant_with_warmup"}
@@ -127,7 +127,10 @@ def build_trainer(cfg, model, tokenizer, data, output_dir: Path, callbacks: list
         processing_class=tokenizer,
         callbacks=callbacks,
     )
-    if cfg.data.packing:  # TRL refuses a custom collator with bfd packing at init, but uses whatever is set
+    # On sdpa/eager, keep packed rows apart (see PackedRowsCollator). Flash attention keeps TRL's flattened
+    # padding-free batches: its varlen kernels isolate examples via cu_seq_lens at no quadratic mask cost.
+    # (TRL refuses a custom collator with bfd packing at init, but uses whatever is set afterwards.)
+    if cfg.data.packing and not resolve_attention(cfg.model.attn_implementation).startswith("flash"):
         trainer.data_collator = PackedRowsCollator(tokenizer.pad_token_id)
     return trainer
 
