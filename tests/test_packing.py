@@ -126,3 +126,27 @@ def test_rows_collator_keeps_examples_isolated(tiny_base, attention):
                 assert labels[0] == -100
                 seen += 1
     assert seen == len(examples)
+
+
+def test_scoring_only_labelled_positions_gives_the_same_loss(tiny_base):
+    """The CPU patch of TRL's fused LM head changes the work, not the numbers."""
+    import trl.trainer.utils as trl_utils
+    from trl.trainer.utils import add_fused_lm_head
+
+    from src.trainer import PackedRowsCollator, score_only_labelled_positions_on_cpu
+
+    base, tokenizer = tiny_base
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    add_fused_lm_head(model, outputs=("log_probs",))
+    examples = [tokenize_example(tokenizer, c, assistant_only_loss=True) for c in CONVERSATIONS]
+    batch = PackedRowsCollator(tokenizer.pad_token_id)(examples)
+    original = trl_utils._use_triton
+    with torch.no_grad():
+        trl_utils._use_triton = lambda device: False
+        every_position = model(**batch, fused_lm_head=True).log_probs
+        trl_utils._use_triton = original
+        score_only_labelled_positions_on_cpu()
+        labelled_only = model(**batch, fused_lm_head=True).log_probs
+    trl_utils._use_triton = original
+    assert every_position.abs().sum() > 0
+    torch.testing.assert_close(labelled_only, every_position, atol=1e-5, rtol=1e-5)
