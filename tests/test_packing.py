@@ -32,15 +32,22 @@ def tiny_base():
     return base, load_tokenizer(cfg.model, base)
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_packed_logits_equal_separate_logits(tiny_base, attention):
-    base, tokenizer = tiny_base
+def model_and_packed_rows(base, tokenizer, attention):
+    """The tiny model on `attention`, the tokenized conversations, and them packed bfd into rows that
+    each hold at most two examples (so there are several rows)."""
     model = AutoModelForCausalLM.from_pretrained(
         base, dtype=torch.float32, attn_implementation=attention
     ).eval()
     examples = [tokenize_example(tokenizer, c, assistant_only_loss=True) for c in CONVERSATIONS]
     lengths = [len(e["input_ids"]) for e in examples]
     packed = pack_dataset(Dataset.from_list(examples), seq_length=sum(lengths[:2]) + 1, strategy="bfd")
+    return model, examples, packed
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_logits_equal_separate_logits(tiny_base, attention):
+    base, tokenizer = tiny_base
+    model, examples, packed = model_and_packed_rows(base, tokenizer, attention)
     collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
     batch = collator([packed[i] for i in range(len(packed))])
     assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch  # one flattened row
@@ -101,12 +108,7 @@ def test_rows_collator_keeps_examples_isolated(tiny_base, attention):
     from src.trainer import PackedRowsCollator
 
     base, tokenizer = tiny_base
-    model = AutoModelForCausalLM.from_pretrained(
-        base, dtype=torch.float32, attn_implementation=attention
-    ).eval()
-    examples = [tokenize_example(tokenizer, c, assistant_only_loss=True) for c in CONVERSATIONS]
-    lengths = [len(e["input_ids"]) for e in examples]
-    packed = pack_dataset(Dataset.from_list(examples), seq_length=sum(lengths[:2]) + 1, strategy="bfd")
+    model, examples, packed = model_and_packed_rows(base, tokenizer, attention)
     batch = PackedRowsCollator(tokenizer.pad_token_id)([packed[i] for i in range(len(packed))])
     assert batch["input_ids"].shape[0] == len(packed) > 1 and "attention_mask" not in batch
     with torch.no_grad():
