@@ -87,6 +87,8 @@ class SampleGenerationCallback(TrainerCallback):
 
     def on_evaluate(self, args, state, control, model=None, **kwargs):
         self.evals += 1
+        if not state.is_world_process_zero:  # the main process generates and logs; the others go on
+            return
         if self.every_evals and self.evals % self.every_evals == 0 and model is not None:
             self.sample(model, "during_training", state.global_step)
 

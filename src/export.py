@@ -11,7 +11,9 @@ log = logging.getLogger(__name__)
 def save_adapter(trainer, tokenizer, run_dir: Path, lora_enabled: bool) -> Path:
     """Write the trained adapter (or, for full fine-tuning, the whole model) with its tokenizer."""
     target = run_dir / ("adapter" if lora_enabled else "model")
-    trainer.save_model(str(target))
+    trainer.save_model(str(target))  # every process calls it (collective under FSDP/DeepSpeed); main writes
+    if not trainer.args.should_save:
+        return target
     tokenizer.save_pretrained(str(target))
     log.info("Saved %s to %s", "adapter" if lora_enabled else "model", target)
     return target

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from src.config import ConfigError
+from src.distributed import world_size
 from src.model import alpha_for, count_parameters
-
-
-def world_size() -> int:
-    """Number of data-parallel processes (N_gpu in the article's effective-batch formula)."""
-    return int(os.environ.get("WORLD_SIZE", 1))
 
 
 def effective_batch_line(memory) -> str:

@@ -14,6 +14,7 @@ from transformers import set_seed
 from transformers.integrations import TensorBoardCallback
 
 from src import data as data_stage
+from src import distributed
 from src import model as model_stage
 from src.callbacks import (
     NonFiniteLossCallback,
@@ -36,14 +37,18 @@ __all__ = ["claim_run_dir", "build_tokenizer", "build_data", "build_model", "bui
 def build_tokenizer(cfg):
     """Resolve the base weights (converting the embedded GGUF once) and load its tokenizer."""
     set_seed(cfg.seed)
-    base = model_stage.resolve_base(cfg.model, cfg.paths.cache_dir)
+    with distributed.main_process_first():  # one process converts/downloads, the others read its copy
+        base = model_stage.resolve_base(cfg.model, cfg.paths.cache_dir)
     return base, model_stage.load_tokenizer(cfg.model, base)
 
 
 def build_data(cfg, tokenizer, run_dir: Path) -> data_stage.PreparedData:
     """Tokenize (or read the cache), then print and save the data report and the token-length histogram
     (data_report.json, data_lengths.png) before any weights load."""
-    data = data_stage.prepare_data(cfg.data, tokenizer, cfg.paths.cache_dir)
+    with distributed.main_process_first():
+        data = data_stage.prepare_data(cfg.data, tokenizer, cfg.paths.cache_dir)
+    if not distributed.is_main():
+        return data
     for line in data_stage.summarize_report(data.report, cfg.data.max_length):
         log.info(line)
     log.info("Tokenized data %s: %s", "read from cache" if data.from_cache else "written to", data.cache_path)
@@ -75,7 +80,10 @@ class TrainingRun:
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def task_scores(self, tag: str, step: int) -> dict[str, float]:
+        """Generate answers for held-out prompts and score them (main process only: they are logged)."""
         cfg = self.cfg
+        if not distributed.is_main():
+            return {}
         scores, samples = task_metric(
             self.trainer.model,
             self.tokenizer,
@@ -109,8 +117,9 @@ class TrainingRun:
                 baseline["eval_loss"] = trainer.evaluate()["eval_loss"]
                 log.info("eval loss before training: %.4f", baseline["eval_loss"])
                 baseline["task"] = self.task_scores("before_training", 0)
-            baseline_file.write_text(json.dumps(baseline))
-            self.sampler.sample(trainer.model, "before_training", 0)
+            if distributed.is_main():
+                baseline_file.write_text(json.dumps(baseline))
+                self.sampler.sample(trainer.model, "before_training", 0)
         started = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
         train_seconds = time.perf_counter() - started
@@ -126,8 +135,10 @@ class TrainingRun:
         best_step, best_loss = min(evals, key=lambda e: e[1]) if evals else (0, math.nan)
         if state.best_metric is not None:
             best_loss = state.best_metric
+        distributed.check_replicas_agree(trainer.model)
         after_task = self.task_scores("after_training", state.global_step)
-        self.sampler.sample(trainer.model, "after_training", state.global_step)
+        if distributed.is_main():
+            self.sampler.sample(trainer.model, "after_training", state.global_step)
         tokens = state.num_input_tokens_seen
         step_seconds = self.throughput.total_step_seconds or train_seconds
         self.metrics = {
@@ -170,14 +181,18 @@ def build_run(cfg, model, tokenizer, data, run_dir: Path, resume_from: Path | No
 
     # On resume, drop events logged after the checkpoint by the interrupted attempt: no duplicate steps.
     purge_step = int(resume_from.name.rsplit("-", 1)[1]) + 1 if resume_from else None
-    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge_step)
-    data_stage.log_report_to_tensorboard(writer, data.report)
+    writer = None  # only the main process writes TensorBoard events
+    if distributed.is_main():
+        writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge_step)
+        data_stage.log_report_to_tensorboard(writer, data.report)
     prompts = _sample_prompts(cfg, data)
     sampler = SampleGenerationCallback(
         writer, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.monitor.samples_every_evals
     )
     throughput, guard = ThroughputCallback(writer), NonFiniteLossCallback()
-    callbacks = [TensorBoardCallback(tb_writer=writer), throughput, sampler, guard]
+    callbacks = [throughput, sampler, guard]
+    if writer is not None:
+        callbacks.insert(0, TensorBoardCallback(tb_writer=writer))
     pruning = _pruning_callback(cfg, run_dir)
     if pruning is not None:
         callbacks.append(pruning)
@@ -213,13 +228,17 @@ def save(cfg, run: TrainingRun, base: str, tokenizer, run_dir: Path) -> None:
     if not cfg.save.adapter or run.guard.problem:
         return
     adapter_dir = save_adapter(run.trainer, tokenizer, run_dir, cfg.lora.enabled)
-    if cfg.save.merge and cfg.lora.enabled:
+    if cfg.save.merge and cfg.lora.enabled and distributed.is_main():
         merge_adapter(cfg.model, base, adapter_dir, run_dir / "merged", tokenizer)
 
 
 def finish(run: TrainingRun, metrics: dict[str, Any], run_dir: Path) -> None:
     """metrics.json (written last: its presence marks a finished run) and the HPARAMS summary.
-    A diverged run still writes metrics.json (with the error), then raises."""
+    A diverged run still writes metrics.json (with the error), then raises. Main process only."""
+    if not distributed.is_main():
+        if run.guard.problem:
+            raise TrainingDiverged(run.guard.problem)
+        return
     if run.guard.problem:
         run.writer.close()
         write_metrics(run_dir, metrics)

@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from src import distributed  # noqa: E402
 from src.config import ConfigError, TrainConfig, validate  # noqa: E402
 from src.redact import install_log_redaction, redact, redact_files  # noqa: E402
 from sweep.optuna_sweeper import register as register_sweeper  # noqa: E402
@@ -33,13 +34,20 @@ def train(dict_cfg: DictConfig) -> float:
     """Run one fine-tuning job and return its best eval loss (the sweep objective)."""
     cfg: TrainConfig = OmegaConf.to_object(dict_cfg)  # typed; Hydra has already refused unknown keys
     validate(cfg)
-    run_dir = Path(cfg.paths.output_dir)
+    own_dir = Path(cfg.paths.output_dir)
 
     from src import stages  # heavy imports (torch, transformers) only after the config is known good
 
-    resume_from = stages.claim_run_dir(run_dir, cfg.resume)
-    redact_files(run_dir / ".hydra")  # Hydra saved the overrides as typed, secrets included
-    (run_dir / "config.yaml").write_text(redact(OmegaConf.to_yaml(dict_cfg, resolve=True)))
+    # Under accelerate launch/torchrun the main process claims the folder; the others write into it too.
+    distributed.init(cpu=cfg.use_cpu)
+    run_dir, resume_from = distributed.main_decides(
+        lambda: (own_dir, stages.claim_run_dir(own_dir, cfg.resume))
+    )
+    distributed.adopt_run_dir(own_dir, run_dir)
+    cfg.paths.output_dir = str(run_dir)
+    if distributed.is_main():
+        redact_files(run_dir / ".hydra")  # Hydra saved the overrides as typed, secrets included
+        (run_dir / "config.yaml").write_text(redact(OmegaConf.to_yaml(dict_cfg, resolve=True)))
     started = time.perf_counter()
     base, tokenizer = stages.build_tokenizer(cfg)
     data = stages.build_data(cfg, tokenizer, run_dir)
@@ -96,4 +104,5 @@ class JobFailed(RuntimeError):
 
 
 if __name__ == "__main__":
+    sys.argv = distributed.launcher_argv(sys.argv)
     main()

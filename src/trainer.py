@@ -92,6 +92,9 @@ def training_arguments(cfg, output_dir: Path) -> SFTConfig:
         logging_first_step=True,
         report_to="none",
         disable_tqdm=not cfg.monitor.progress_bar,
+        # data-parallel (accelerate launch/torchrun): every trainable (LoRA) weight gets a gradient each step,
+        # so DDP need not search the graph for unused ones
+        ddp_find_unused_parameters=False,
         # pad positions are not counted (nor, where the pad id is the end-of-turn token, those: conservative)
         include_num_input_tokens_seen="non_padding",
     )

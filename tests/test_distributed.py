@@ -1,0 +1,96 @@
+"""Data-parallel training through `accelerate launch`: 2 CPU processes over gloo on the tiny model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from src import distributed
+from tests.conftest import CACHE, ROOT, TINY
+
+ACCELERATE = Path(sys.executable).with_name("accelerate")
+
+
+def launch(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [
+            str(ACCELERATE),
+            "launch",
+            "--config_file",
+            str(ROOT / "conf" / "accelerate" / "ddp.yaml"),
+            "--num_processes",
+            "2",
+            "-m",
+            "src.train",
+            *TINY,
+            f"paths.cache_dir={CACHE}",
+            *overrides,
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_two_process_ddp_writes_one_run_with_identical_replicas(tmp_path):
+    result = launch(tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+
+    # Hydra named a folder per process; only the main process's remains, holding everything.
+    runs = [p for p in (tmp_path / "outputs" / "runs").glob("*/*") if p.is_dir()]
+    assert len(runs) == 1, runs
+    run = runs[0]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "finished"
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    # events.out.tfevents.<time>.<host>.<pid>.<n>: all from one process (add_hparams adds its own files)
+    writers = {p.name.split(".")[-2] for p in (run / "tensorboard").glob("events.out.tfevents.*")}
+    assert len(writers) == 1, writers
+    assert sorted(p.name for p in (run / ".hydra").iterdir()) == [
+        "config.yaml",
+        "hydra.yaml",
+        "overrides.yaml",
+    ]
+
+    assert "× 2 (processes) = 4" in output  # b_micro 2 × G 1 × N 2
+    digests = re.search(r"trained weights sha256 on each of 2 processes: (\w+), (\w+)", output)
+    assert digests is not None, output[-4000:]
+    assert digests.group(1) == digests.group(2)
+    # 40 examples, 20% held out, packed → 16 rows, 4 per optimizer step over both processes
+    assert metrics["global_step"] == metrics["planned_steps"] == 8
+
+    # The same command into the finished folder is refused by every process, and nothing is touched.
+    before = hashlib.sha256((run / "adapter" / "adapter_model.safetensors").read_bytes()).hexdigest()
+    again = launch(tmp_path, f"hydra.run.dir={run}")
+    assert again.returncode != 0
+    assert "already holds a finished run" in again.stdout + again.stderr
+    assert hashlib.sha256((run / "adapter" / "adapter_model.safetensors").read_bytes()).hexdigest() == before
+
+
+def test_only_the_main_process_writes_hydra_files(monkeypatch):
+    argv = ["src/train.py", "lora=r8"]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert distributed.launcher_argv(argv) == argv
+    monkeypatch.setenv("RANK", "1")
+    assert distributed.launcher_argv(argv)[2:] == [
+        "hydra.output_subdir=null",
+        "hydra/job_logging=stdout",
+        "hydra.job_logging.root.level=WARNING",
+    ]
+    with pytest.raises(SystemExit, match="cannot run under accelerate launch"):
+        distributed.launcher_argv([*argv, "-m"])
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.launcher_argv([*argv, "-m"]) == [*argv, "-m"]
