@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,9 @@ class MemoryConfig:
     bnb_4bit_quant_type: str = "nf4"
     bnb_4bit_use_double_quant: bool = True
     bnb_4bit_compute_dtype: str = "bfloat16"
+    # dtype the packed 4-bit weights are stored in: uint8 (bitsandbytes' default), or the compute dtype when
+    # FSDP/DeepSpeed ZeRO-3 shard the model (they flatten all weights of a layer into one tensor of one dtype)
+    bnb_4bit_quant_storage: str = "uint8"
     gradient_checkpointing: bool = True
     per_device_train_batch_size: int = 4  # b_micro
     gradient_accumulation_steps: int = 4  # G
@@ -183,7 +187,15 @@ CHOICES = {
     "data.on_bad_example": {"fail", "skip"},
     "memory.bnb_4bit_quant_type": {"nf4", "fp4"},
     "memory.bnb_4bit_compute_dtype": {"bfloat16", "float16", "float32"},
+    "memory.bnb_4bit_quant_storage": {"uint8", "bfloat16", "float16", "float32"},
 }
+
+
+def sharded_launch() -> bool:
+    """accelerate launch was asked for FSDP or DeepSpeed (it tells its processes through these variables)."""
+    return any(
+        os.environ.get(v, "").lower() == "true" for v in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED")
+    )
 
 
 def _get(cfg: Any, dotted: str) -> Any:
@@ -236,6 +248,16 @@ def validate(cfg: Any) -> None:
     elif memory.load_in_4bit:
         raise ConfigError(
             "lora=none (full fine-tuning) cannot train 4-bit quantized weights; add memory=bf16."
+        )
+    if (
+        sharded_launch()
+        and memory.load_in_4bit
+        and memory.bnb_4bit_quant_storage != memory.bnb_4bit_compute_dtype
+    ):
+        raise ConfigError(
+            f"FSDP/DeepSpeed shard 4-bit weights only when they are stored in the compute dtype: set "
+            f"memory.bnb_4bit_quant_storage={memory.bnb_4bit_compute_dtype} (memory=fsdp_qlora does), "
+            f"not {memory.bnb_4bit_quant_storage}."
         )
     positive("optim.learning_rate", optim.learning_rate, " (1e-4 is a good start for LoRA)")
     if not 0 <= optim.warmup_ratio < 1:

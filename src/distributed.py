@@ -88,11 +88,18 @@ def main_decides(decide: Callable[[], T]) -> T:
     return value
 
 
-def adopt_run_dir(own_dir: Path, main_dir: Path) -> None:
-    """A non-main process writes into the main process's folder; remove the empty one Hydra made for it."""
-    if own_dir.resolve() != main_dir.resolve():
-        with contextlib.suppress(OSError):  # only ever removes an empty folder
-            own_dir.rmdir()
+@contextlib.contextmanager
+def own_folder_removed_if_unused(own_dir: Path) -> Iterator[list[Path]]:
+    """Hydra made a run folder for every process; a non-main process writes into the main process's
+    folder instead (appended to the yielded list), so the empty one made for it is removed, also when the
+    run is refused. With an explicit hydra.run.dir all processes share one folder, which stays."""
+    shared: list[Path] = []
+    try:
+        yield shared
+    finally:
+        if not is_main() and not (shared and shared[0].resolve() == own_dir.resolve()):
+            with contextlib.suppress(OSError):  # rmdir only ever removes an empty folder
+                own_dir.rmdir()
 
 
 @contextlib.contextmanager

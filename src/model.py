@@ -15,11 +15,16 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from src.config import ConfigError, LoraConfigSchema, MemoryConfig, ModelConfig
+from src.config import ConfigError, LoraConfigSchema, MemoryConfig, ModelConfig, sharded_launch
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+DTYPES = {
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float32": torch.float32,
+    "uint8": torch.uint8,
+}
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -168,6 +173,7 @@ def quantization_config(memory: MemoryConfig):
         bnb_4bit_quant_type=memory.bnb_4bit_quant_type,
         bnb_4bit_use_double_quant=memory.bnb_4bit_use_double_quant,
         bnb_4bit_compute_dtype=torch_dtype(memory.bnb_4bit_compute_dtype),
+        bnb_4bit_quant_storage=torch_dtype(memory.bnb_4bit_quant_storage),
     )
 
 
@@ -181,7 +187,8 @@ def load_base_model(cfg: ModelConfig, memory: MemoryConfig, base: str, quantize:
         attn_implementation=resolve_attention(cfg.attn_implementation),
         trust_remote_code=cfg.trust_remote_code,
         quantization_config=quant,
-        device_map={"": _device()} if quant is not None else None,
+        # FSDP/DeepSpeed place (and shard) the weights themselves; otherwise each process loads to its device
+        device_map={"": _device()} if quant is not None and not sharded_launch() else None,
     )
     return model
 

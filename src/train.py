@@ -33,17 +33,17 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 def train(dict_cfg: DictConfig) -> float:
     """Run one fine-tuning job and return its best eval loss (the sweep objective)."""
     cfg: TrainConfig = OmegaConf.to_object(dict_cfg)  # typed; Hydra has already refused unknown keys
-    validate(cfg)
     own_dir = Path(cfg.paths.output_dir)
+    with distributed.own_folder_removed_if_unused(own_dir) as shared:
+        validate(cfg)
+        from src import stages  # heavy imports (torch, transformers) only after the config is known good
 
-    from src import stages  # heavy imports (torch, transformers) only after the config is known good
-
-    # Under accelerate launch/torchrun the main process claims the folder; the others write into it too.
-    distributed.init(cpu=cfg.use_cpu)
-    run_dir, resume_from = distributed.main_decides(
-        lambda: (own_dir, stages.claim_run_dir(own_dir, cfg.resume))
-    )
-    distributed.adopt_run_dir(own_dir, run_dir)
+        # Under accelerate launch/torchrun the main process claims its folder; the others write into it too.
+        distributed.init(cpu=cfg.use_cpu)
+        run_dir, resume_from = distributed.main_decides(
+            lambda: (own_dir, stages.claim_run_dir(own_dir, cfg.resume))
+        )
+        shared.append(run_dir)
     cfg.paths.output_dir = str(run_dir)
     if distributed.is_main():
         redact_files(run_dir / ".hydra")  # Hydra saved the overrides as typed, secrets included

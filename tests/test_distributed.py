@@ -94,3 +94,22 @@ def test_only_the_main_process_writes_hydra_files(monkeypatch):
         distributed.launcher_argv([*argv, "-m"])
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert distributed.launcher_argv([*argv, "-m"]) == [*argv, "-m"]
+
+
+def test_sharded_launch_needs_4bit_weights_stored_in_the_compute_dtype(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from src.config import ConfigError, validate
+    from tests.conftest import compose_config
+
+    def check(*overrides):
+        validate(OmegaConf.to_object(compose_config(list(overrides))))
+
+    check("memory=qlora")  # one process, or DDP: bitsandbytes' uint8 storage is fine
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(
+        ConfigError, match=r"memory.bnb_4bit_quant_storage=bfloat16 \(memory=fsdp_qlora does\)"
+    ):
+        check("memory=qlora")
+    check("memory=fsdp_qlora")
+    check("memory=bf16")  # nothing quantized, nothing to match
