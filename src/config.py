@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -98,7 +98,9 @@ class MemoryConfig:
     # dtype the packed 4-bit weights are stored in: uint8 (bitsandbytes' default), or the compute dtype when
     # FSDP/DeepSpeed ZeRO-3 shard the model (they flatten all weights of a layer into one tensor of one dtype)
     bnb_4bit_quant_storage: str = "uint8"
-    gradient_checkpointing: bool = True
+    # true | false | auto: recompute activations in backward (less memory, ~30% more compute); auto turns it
+    # on only when the memory planner (src/plan.py) says the activations would not fit without it
+    gradient_checkpointing: Union[bool, str] = "auto"  # noqa: UP007 (OmegaConf reads typing.Union)
     per_device_train_batch_size: int = 4  # b_micro
     gradient_accumulation_steps: int = 4  # G
     per_device_eval_batch_size: int = 8
@@ -231,6 +233,10 @@ def validate(cfg: Any) -> None:
             raise ConfigError(f"{key}={value} must be a positive number{hint}.")
 
     model, lora, optim, data, memory = cfg.model, cfg.lora, cfg.optim, cfg.data, cfg.memory
+    if memory.gradient_checkpointing not in (True, False, "auto"):
+        raise ConfigError(
+            f"memory.gradient_checkpointing={memory.gradient_checkpointing!r} must be true, false or auto."
+        )
     if model.source in {"gguf", "random"} and not (model.gguf_package and model.gguf_file):
         raise ConfigError(f"model.source={model.source} needs model.gguf_package and model.gguf_file.")
     if model.source == "random" and not model.architecture:

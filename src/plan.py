@@ -6,8 +6,10 @@ checkpointing), and says whether the run fits the GPU and the largest micro-batc
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from src.config import ConfigError
 
@@ -123,7 +125,8 @@ def plan(cfg, micro_batch: int | None = None) -> dict:
     length = cfg.data.max_length
     act = {ckpt: activation_bytes(shapes, b, length, ckpt, 2) for ckpt in (False, True)}
     static = weights + adapter + gradients + optimizer
-    peak = static + act[cfg.memory.gradient_checkpointing]
+    ckpt = cfg.memory.gradient_checkpointing
+    peak = {c: static + act[c] for c in (False, True)}
     return {
         "total_params": total,
         "trainable_params": trainable,
@@ -133,9 +136,52 @@ def plan(cfg, micro_batch: int | None = None) -> dict:
         "optimizer": optimizer,
         "activations": act[False],
         "activations_checkpointed": act[True],
-        "peak": peak,
+        "peak_without_checkpointing": peak[False],
+        "peak_with_checkpointing": peak[True],
+        # "auto" (not yet resolved against a budget): the larger, i.e. what it takes to run without
+        "peak": peak[True] if ckpt is True else peak[False],
         "micro_batch": b,
     }
+
+
+def memory_budget(cfg) -> tuple[float, str]:
+    """Bytes this process can use for training: 90% of the GPU's memory, or 80% of the RAM now available."""
+    import torch
+
+    if torch.cuda.is_available() and not cfg.use_cpu:
+        device = torch.cuda.current_device()
+        total = torch.cuda.get_device_properties(device).total_memory
+        return 0.9 * total, f"90% of {torch.cuda.get_device_name(device)}'s {total / GIB:.1f} GiB"
+    available = _meminfo_available()
+    return 0.8 * available, f"80% of the {available / GIB:.1f} GiB of RAM available"
+
+
+def _meminfo_available() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def resolve_checkpointing(cfg, budget: tuple[float, str] | None = None) -> tuple[bool, str]:
+    """memory.gradient_checkpointing=auto → on only if the planned peak without it exceeds the budget.
+    Recomputing activations costs ~30% more compute and saves nothing when they fit anyway."""
+    if cfg.memory.gradient_checkpointing != "auto":
+        return bool(cfg.memory.gradient_checkpointing), "as configured"
+    if not cfg.model.architecture:
+        return True, f"auto: on, since model {cfg.model.name} has no architecture in conf/model to plan from"
+    limit, where = budget or memory_budget(cfg)
+    p = plan(cfg)
+    need = p["peak_without_checkpointing"]
+    if need <= limit:
+        return False, f"auto: off, the planned peak without it ({need / GIB:.2f} GiB) fits {where}"
+    return True, (
+        f"auto: on, the planned peak without it ({need / GIB:.2f} GiB) exceeds {where} "
+        f"(with it: {p['peak_with_checkpointing'] / GIB:.2f} GiB)"
+    )
 
 
 def largest_micro_batch(cfg, budget_bytes: float, limit: int = 1024) -> int:
@@ -148,8 +194,13 @@ def largest_micro_batch(cfg, budget_bytes: float, limit: int = 1024) -> int:
 
 
 def report_lines(cfg) -> list[str]:
-    p = plan(cfg)
     gpu = cfg.plan.gpu_gb * GIB
+    ckpt_state = "on" if cfg.memory.gradient_checkpointing is True else "off"
+    if cfg.memory.gradient_checkpointing == "auto":
+        checkpointing, why = resolve_checkpointing(cfg, (gpu, f"a {cfg.plan.gpu_gb:g} GB GPU"))
+        cfg.memory.gradient_checkpointing = checkpointing
+        ckpt_state = why
+    p = plan(cfg)
     fits = p["peak"] <= gpu
     lines = [
         f"model {cfg.model.name}: {p['total_params']:,} parameters, trainable {p['trainable_params']:,} "
@@ -161,8 +212,7 @@ def report_lines(cfg) -> list[str]:
         f"  activations, micro-batch {p['micro_batch']} × {cfg.data.max_length} tokens: "
         f"{p['activations'] / GIB:.2f} GiB without, {p['activations_checkpointed'] / GIB:.2f} GiB with "
         "gradient checkpointing",
-        f"  estimated peak (checkpointing {'on' if cfg.memory.gradient_checkpointing else 'off'}): "
-        f"{p['peak'] / GIB:.2f} GiB",
+        f"  estimated peak (checkpointing {ckpt_state}): {p['peak'] / GIB:.2f} GiB",
         f"verdict for a {cfg.plan.gpu_gb:g} GB GPU: {'fits' if fits else 'does NOT fit'}; largest micro-batch "
         f"that fits: {largest_micro_batch(cfg, gpu)}",
     ]

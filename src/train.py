@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from src import distributed  # noqa: E402
 from src.config import ConfigError, TrainConfig, validate  # noqa: E402
+from src.plan import resolve_checkpointing  # noqa: E402
 from src.redact import install_log_redaction, redact, redact_files  # noqa: E402
 from sweep.optuna_sweeper import register as register_sweeper  # noqa: E402
 
@@ -44,6 +45,10 @@ def train(dict_cfg: DictConfig) -> float:
             lambda: (own_dir, stages.claim_run_dir(own_dir, cfg.resume))
         )
         shared.append(run_dir)
+        # memory.gradient_checkpointing=auto: the planner decides (the same answer on every process)
+        checkpointing, why = distributed.main_decides(lambda: resolve_checkpointing(cfg))
+    cfg.memory.gradient_checkpointing = checkpointing
+    log.info("gradient checkpointing %s (%s)", "on" if checkpointing else "off", why)
     cfg.paths.output_dir = str(run_dir)
     if distributed.is_main():
         redact_files(run_dir / ".hydra")  # Hydra saved the overrides as typed, secrets included

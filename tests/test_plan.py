@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from peft import LoraConfig, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from src.plan import GIB, largest_micro_batch, plan
+from src.plan import GIB, largest_micro_batch, plan, resolve_checkpointing
 from tests.conftest import ROOT, compose_config
 
 PUBLISHED = {"smollm2_135m": 134_515_008, "qwen2_5_1_5b": 1_543_714_304, "llama3_1_8b": 8_030_261_248}
@@ -68,3 +68,22 @@ def test_plan_command_prints_a_verdict():
     assert result.returncode == 0, result.stderr
     assert "8,030,261,248 parameters, trainable 41,943,040" in result.stdout
     assert "verdict for a 24 GB GPU:" in result.stdout and "largest micro-batch" in result.stdout
+
+
+def test_auto_checkpointing_turns_recomputation_on_only_when_activations_do_not_fit():
+    cfg = typed(["model=llama3_1_8b", "memory=qlora", "memory.gradient_checkpointing=auto"])
+    p = plan(cfg)
+    without, with_ = p["peak_without_checkpointing"], p["peak_with_checkpointing"]
+    assert with_ < without  # 8B, micro-batch 4 × 192: activations are ~2 GiB of the peak
+    assert resolve_checkpointing(cfg, (without + 1, "test budget")) == (
+        False,
+        f"auto: off, the planned peak without it ({without / GIB:.2f} GiB) fits test budget",
+    )
+    checkpointing, why = resolve_checkpointing(cfg, (without - 1, "test budget"))
+    assert checkpointing and why.startswith("auto: on") and f"with it: {with_ / GIB:.2f} GiB" in why
+    # an explicit choice is kept whatever the budget
+    assert resolve_checkpointing(typed(["memory=qlora"]), (1.0, "1 byte")) == (True, "as configured")
+    assert (
+        resolve_checkpointing(typed(["memory=bf16", "memory.gradient_checkpointing=false"]), (1.0, "x"))[0]
+        is False
+    )
