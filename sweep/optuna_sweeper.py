@@ -2,40 +2,64 @@
 
 - resume: re-running a sweep continues its study up to `n_trials` finished (complete + pruned) trials in
   total, instead of running `n_trials` more;
+- parallel workers: the same command started by several processes or machines on one storage URL shares
+  the study: `n_trials` stays the total, no trial runs twice (see `why_not_run`), and each worker waits for
+  the others' running trials before it reports, so all of them name the same best trial;
 - trial identity: each job receives its Optuna trial number (`trial=N`), so it writes to `trial_N/` (never a
   reused Hydra job number) and reports eval losses to its own trial for pruning;
 - pruning: a trial the job stopped through the pruner is told PRUNED, not COMPLETE or FAIL;
 - failures: a raising job (NaN loss, out of memory, bad sampled value) is told FAIL with the reason as a user
   attribute; the sweep goes on until `max_failures` trials have failed in this invocation;
-- seeding: `enqueue_trials` queues fixed parameter sets (known-good baselines) before the sampler's picks.
+- seeding: `enqueue_trials` queues fixed parameter sets (known-good baselines) before the sampler's picks;
+  trial N draws its random choices from `sampler.seed + N`, so workers sharing a seed do not repeat
+  each other's parameters;
+- GPUs: parallel trials of the joblib launcher are pinned to one visible GPU each.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
 import os
+import random
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 from hydra.core.config_store import ConfigStore
+from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper import _impl
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import OmegaConf
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 log = logging.getLogger(__name__)
 
 PRUNED_AT = "pruned_at_step"  # user attribute the job sets when its pruner stopped it
 FAIL_REASON = "fail_reason"
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
-
+# States of a trial that holds one of the n_trials places: finished, running, or queued to run.
+HOLDS_A_PLACE = (*DONE, TrialState.RUNNING, TrialState.WAITING)
+SURPLUS = "surplus"  # fail_reason prefix of a trial asked after other workers had taken the last place
+DUPLICATE = "duplicate"  # fail_reason prefix of an enqueued parameter set another worker enqueued too
+POLL_SECONDS = 2.0  # how often a worker with nothing left to start looks at the others' trials
+SAMPLER_WHITELIST = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")
 
 WORKER = "worker"
+
+
+def worker_identity() -> dict[str, Any]:
+    """Who runs a trial: host, pid and pid namespace (containers sharing a host name have separate ones)."""
+    namespace = None
+    with contextlib.suppress(OSError):
+        namespace = os.readlink("/proc/self/ns/pid")
+    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_namespace": namespace}
 
 
 def _alive(pid: int) -> bool:
@@ -48,19 +72,31 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _checkable_here(worker: dict[str, Any], here: dict[str, Any]) -> bool:
+    """Whether this process can tell if `worker` is alive: same host and, where recorded, same pid namespace."""
+    if worker.get("host") != here["host"]:
+        return False
+    return worker.get("pid_namespace") in (None, here["pid_namespace"]) or here["pid_namespace"] is None
+
+
 def fail_stale_trials(study: optuna.Study) -> list[int]:
     """Mark RUNNING trials whose sweep process on this host is gone (killed, preempted) as FAIL with the
     reason "interrupted"; they are not re-run with the same parameters, and do not count towards n_trials.
-    Trials of workers on other hosts are left alone (their liveness cannot be checked from here)."""
-    stale = []
+    Trials of live workers, and of workers on other hosts (their liveness cannot be checked from here),
+    are left alone."""
+    here, stale = worker_identity(), []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get(WORKER) or {}
-        if worker.get("host") == socket.gethostname() and not _alive(int(worker.get("pid", -1))):
-            reason = f"interrupted: its sweep process (pid {worker['pid']} on {worker['host']}) is gone"
+        if not _checkable_here(worker, here) or _alive(int(worker.get("pid", -1))):
+            continue
+        reason = f"interrupted: its sweep process (pid {worker['pid']} on {worker['host']}) is gone"
+        try:
             study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, reason)
             study.tell(trial.number, state=TrialState.FAIL)
-            stale.append(trial.number)
-            log.warning("Trial %d %s; marked failed", trial.number, reason)
+        except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError):
+            continue  # another worker on this host marked it first
+        stale.append(trial.number)
+        log.warning("Trial %d %s; marked failed", trial.number, reason)
     return stale
 
 
@@ -72,6 +108,33 @@ def finished_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=DONE))
 
 
+def is_surplus(trial: FrozenTrial) -> bool:
+    return trial.state == TrialState.FAIL and trial.user_attrs.get(FAIL_REASON, "").startswith(SURPLUS)
+
+
+def why_not_run(trials: list[FrozenTrial], number: int, n_trials: int) -> str | None:
+    """Why the just-asked trial `number` must not run (a fail_reason), or None if it may run.
+
+    Workers count free places before they ask, but two workers can count at the same moment and both ask
+    for the last place. The storage numbers trials atomically, so every worker settles such races by the
+    same rule: a trial runs only if fewer than `n_trials` trials with smaller numbers are finished, running
+    or queued. Trials that end COMPLETE or PRUNED therefore never exceed `n_trials`; a trial that loses is
+    told FAIL with a "surplus" reason before it gets parameters, a job or a folder, and does not count. The
+    rule can only err towards too few places (a smaller trial that later fails or loses its own race), and
+    the worker's loop then asks again. An enqueued parameter set that two workers starting together both
+    queued runs once: the copy with the larger number is a "duplicate"."""
+    trial = next(t for t in trials if t.number == number)
+    ahead = [t for t in trials if t.number < number]
+    fixed = trial.system_attrs.get("fixed_params")
+    if fixed is not None:
+        for other in ahead:
+            if other.system_attrs.get("fixed_params") == fixed and not is_surplus(other):
+                return f"{DUPLICATE}: trial {other.number} has the same enqueued parameters"
+    if sum(t.state in HOLDS_A_PLACE for t in ahead) >= n_trials:
+        return f"{SURPLUS}: n_trials={n_trials} places were taken by other workers' trials"
+    return None
+
+
 def sqlite_folder(storage: str | None) -> Path | None:
     """The folder an sqlite:/// URL lives in (created before Optuna opens it)."""
     if storage and storage.startswith("sqlite:///"):
@@ -79,14 +142,90 @@ def sqlite_folder(storage: str | None) -> Path | None:
     return None
 
 
-class SFTOptunaSweeper(OptunaSweeper):
-    """OptunaSweeper with resume-to-total, per-trial folders, pruning and a failure budget."""
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries (NVML counts them when the variable is
+    unset, so CUDA is not initialised in the sweep process)."""
+    setting = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if setting is None:
+        import torch
 
-    def __init__(self, *, max_failures: int, enqueue_trials: list | None, pruner: Any = None, **kwargs: Any):
+        return [str(index) for index in range(torch.cuda.device_count())]
+    gpus = []
+    for entry in (e.strip() for e in setting.split(",")):
+        if not entry or entry.startswith("-"):
+            break  # CUDA ignores everything from an invalid entry on ("-1" hides all GPUs)
+        gpus.append(entry)
+    return gpus
+
+
+def gpu_overrides(launcher: Any, env_set: Any, jobs: int) -> list[tuple[str, ...]]:
+    """One GPU per job for the joblib launcher's parallel jobs: job k of a batch gets visible GPU k mod count,
+    through hydra.job.env_set (applied before the job imports torch). Nothing for other launchers (SLURM
+    gives each job its own GPUs), for one job at a time, for fewer than 2 GPUs, or when the user set
+    hydra.job.env_set.CUDA_VISIBLE_DEVICES."""
+    nothing: list[tuple[str, ...]] = [()] * jobs
+    if jobs < 2 or "joblib" not in str(launcher.get("_target_", "")) or "CUDA_VISIBLE_DEVICES" in env_set:
+        return nothing
+    gpus = visible_gpus()
+    if len(gpus) < 2:
+        return nothing
+    if launcher.get("backend") != "multiprocessing":
+        _warn_once(
+            "joblib's loky backend reuses worker processes, and a process keeps the GPU of its first trial; "
+            "use hydra/launcher=joblib_gpus (a fresh process per trial) to pin every trial"
+        )
+    return [(f"++hydra.job.env_set.CUDA_VISIBLE_DEVICES='{gpus[k % len(gpus)]}'",) for k in range(jobs)]
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    log.warning(message)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so workers sharing the sweep folder never leave a torn file."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def open_study(storage: str | None, **kwargs: Any) -> optuna.Study:
+    """optuna.create_study(load_if_exists=True), retried when workers started together on an empty database
+    race to create Optuna's tables (PostgreSQL then refuses the second CREATE TYPE/TABLE)."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    folder = sqlite_folder(storage)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 6):
+        try:
+            return optuna.create_study(storage=storage, load_if_exists=True, **kwargs)
+        except (IntegrityError, ProgrammingError) as error:
+            if attempt == 5:
+                raise
+            log.info("Another worker is creating the study tables (%s); retrying", type(error).__name__)
+            time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")
+
+
+class SFTOptunaSweeper(OptunaSweeper):
+    """OptunaSweeper with resume-to-total, parallel workers, per-trial folders, pruning and a failure budget."""
+
+    def __init__(
+        self,
+        *,
+        max_failures: int,
+        enqueue_trials: list | None,
+        pruner: Any = None,
+        wait_timeout: float | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.max_failures = max_failures
         self.enqueue_trials = [dict(t) for t in enqueue_trials or []]
         self.pruner_config = pruner  # instantiated by the jobs (src/pruning), which report to the trial
+        self.wait_timeout = wait_timeout
+        self.sampler_config = kwargs["sampler"]
 
     def sweep(self, arguments: list[str]) -> None:
         impl = self.sweeper
@@ -95,55 +234,114 @@ class SFTOptunaSweeper(OptunaSweeper):
         space, fixed_params, fixed_overrides = _impl.create_params_from_overrides(params_conf)
         for name in fixed_params:
             space.pop(name, None)
-        folder = sqlite_folder(impl.storage)
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
-        study = optuna.create_study(
+        study = open_study(
+            impl.storage,
             study_name=impl.study_name,
-            storage=impl.storage,
             sampler=impl.sampler,
             direction=impl._get_directions()[0],
-            load_if_exists=True,
         )
         fail_stale_trials(study)
         self._enqueue_new(study)
         done = finished_trials(study)
-        to_go = max(impl.n_trials - done, 0)
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         log.info(
-            "Study %r in %s: %d finished trials, %d to go (n_trials=%d)",
+            "Study %r in %s: %d finished trials, %d to go (n_trials=%d)%s",
             study.study_name,
             impl.storage,
             done,
-            to_go,
+            max(impl.n_trials - done, 0),
             impl.n_trials,
+            f", {running} of them running in other workers" if running else "",
         )
-        failures = 0
-        while to_go > 0:
-            batch = [study.ask() for _ in range(min(to_go, impl.n_jobs))]
-            for trial in batch:  # who runs it, so a restarted sweep can tell a dead worker's trial
-                trial.set_user_attr(WORKER, {"host": socket.gethostname(), "pid": os.getpid()})
-            overrides = impl._configure_trials(batch, space, fixed_params, fixed_overrides)
-            overrides = [(*o, f"trial={t.number}") for o, t in zip(overrides, batch)]
-            returns = impl.launcher.launch(overrides, initial_job_idx=impl.job_idx)
-            impl.job_idx += len(returns)
-            for trial, result in zip(batch, returns):
-                if self._tell(study, trial, result):
-                    to_go -= 1
-                else:
-                    failures += 1
-            if failures > self.max_failures:
-                raise SweepAborted(
-                    f"{failures} trials failed, more than hydra.sweeper.max_failures={self.max_failures}; "
-                    f"see {FAIL_REASON} in the study or the trials' train.log."
+        failures, waiting_since, waiting_for = 0, None, None
+        while True:
+            trials = study.get_trials(deepcopy=False)
+            done = sum(t.state in DONE for t in trials)
+            running = [t for t in trials if t.state == TrialState.RUNNING]
+            free = impl.n_trials - done - len(running)
+            if free > 0:
+                failures += self._run_batch(
+                    study, min(free, impl.n_jobs), space, fixed_params, fixed_overrides
                 )
+                if failures > self.max_failures:
+                    raise SweepAborted(
+                        f"{failures} trials failed, more than hydra.sweeper.max_failures={self.max_failures}; "
+                        f"see {FAIL_REASON} in the study or the trials' train.log."
+                    )
+                waiting_since = None
+                continue
+            if not running:
+                break
+            # Nothing left to start: wait for the other workers' trials, so every worker reports the same best.
+            waiting_since = waiting_since or time.monotonic()
+            if [t.number for t in running] != waiting_for:
+                waiting_for = [t.number for t in running]
+                log.info(
+                    "Nothing left to start; waiting for %s running in other workers before reporting "
+                    "(hydra.sweeper.wait_timeout=%s s)",
+                    ", ".join(f"trial {t.number} ({describe_worker(t)})" for t in running),
+                    self.wait_timeout,
+                )
+            if self.wait_timeout is not None and time.monotonic() - waiting_since > self.wait_timeout:
+                log.warning(
+                    "Stopped waiting after %s s: trials %s are still running, so this report leaves them out",
+                    self.wait_timeout,
+                    waiting_for,
+                )
+                break
+            time.sleep(POLL_SECONDS)
+            fail_stale_trials(study)  # a worker on this host that died mid-trial frees its place
         self._write_results(study)
+
+    def _run_batch(self, study: optuna.Study, size: int, space, fixed_params, fixed_overrides) -> int:
+        """Ask `size` trials, drop those another worker's race took the place of, run the rest as one launch
+        and tell their outcomes; returns how many failed."""
+        impl, identity = self.sweeper, worker_identity()
+        batch = [study.ask() for _ in range(size)]
+        for trial in batch:  # who runs it, so a restarted sweep can tell a dead worker's trial
+            trial.set_user_attr(WORKER, identity)
+        snapshot = study.get_trials(deepcopy=False)
+        runnable = []
+        for trial in batch:
+            reason = why_not_run(snapshot, trial.number, impl.n_trials)
+            if reason is None:
+                runnable.append(trial)
+            else:
+                self._drop(study, trial, reason)
+        overrides = []
+        for trial in runnable:
+            self._reseed(study, trial.number)
+            overrides += impl._configure_trials([trial], space, fixed_params, fixed_overrides)
+        gpus = gpu_overrides(impl.config.hydra.launcher, impl.config.hydra.job.env_set, len(runnable))
+        overrides = [(*o, f"trial={t.number}", *g) for o, t, g in zip(overrides, runnable, gpus)]
+        if not overrides:
+            return 0
+        returns = impl.launcher.launch(overrides, initial_job_idx=impl.job_idx)
+        impl.job_idx += len(returns)
+        return sum(not self._tell(study, trial, result) for trial, result in zip(runnable, returns))
+
+    def _drop(self, study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+        """Fail a trial that must not run; an enqueued parameter set that lost a race is queued again."""
+        trial.set_user_attr(FAIL_REASON, reason)
+        study.tell(trial, state=TrialState.FAIL)
+        fixed = study._storage.get_trial(trial._trial_id).system_attrs.get("fixed_params")
+        if fixed is not None and reason.startswith(SURPLUS):
+            study.enqueue_trial(fixed)
+        log.info("Trial %d not run (%s)", trial.number, reason)
+
+    def _reseed(self, study: optuna.Study, number: int) -> None:
+        """Trial N samples with seed + N: reproducible per trial, and distinct across workers (which would
+        otherwise all draw the same first parameters from one seed)."""
+        seed = self.sampler_config.get("seed") if self.sampler_config else None
+        if seed is not None:
+            study.sampler = instantiate(
+                self.sampler_config, seed=int(seed) + number, _execution_whitelist_=SAMPLER_WHITELIST
+            )
 
     def _enqueue_new(self, study: optuna.Study) -> None:
         """Queue each configured parameter set once per study (a resumed sweep does not queue it again)."""
-        queued = [t.params for t in study.get_trials(deepcopy=False)]
         for params in self.enqueue_trials:
-            if params not in queued:
-                study.enqueue_trial(params)
+            study.enqueue_trial(params, skip_if_exists=True)
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, result) -> bool:
         """Record one job's outcome; True if the trial counts as finished (complete or pruned)."""
@@ -183,9 +381,17 @@ class SFTOptunaSweeper(OptunaSweeper):
             "best_params": best.params,
             "best_value": best.value,
         }
-        OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        write_atomically(
+            sweep_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(results))
+        )
         log.info("Best trial %d: eval loss %.4f with %s", best.number, best.value, best.params)
         log.info("Report: python -m sweep.report %s", sweep_dir)
+
+
+def describe_worker(trial: FrozenTrial) -> str:
+    worker = trial.user_attrs.get(WORKER) or {}
+    return f"pid {worker.get('pid', '?')} on {worker.get('host', '?')}"
 
 
 @dataclass
@@ -194,6 +400,8 @@ class SFTOptunaSweeperConf(OptunaSweeperConf):
     max_failures: int = 3  # failed trials (NaN, OOM, errors) tolerated per invocation before aborting
     enqueue_trials: list[Any] = field(default_factory=list)  # parameter sets to try first
     pruner: Any = None  # optuna pruner config (_target_: optuna.pruners.MedianPruner …); null = no pruning
+    # seconds a worker with nothing left to start waits for other workers' running trials before it reports
+    wait_timeout: float | None = 86400.0
 
 
 def register() -> None:

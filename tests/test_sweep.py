@@ -18,18 +18,23 @@ from tests.conftest import ROOT, logged_hparams
 DIVERGE = "{optim.learning_rate:1e10,lora.r:8,optim.warmup_ratio:0.0}"
 
 
+def sweep_command(sweep_dir: Path, *overrides: str) -> list[str]:
+    """The tiny_cpu sweep (hparams_search=tiny_cpu: tiny model, 6 steps) writing to `sweep_dir`."""
+    return [
+        sys.executable,
+        "-m",
+        "src.train",
+        "-m",
+        "hparams_search=tiny_cpu",
+        f"hydra.sweep.dir={sweep_dir}",
+        "monitor.num_samples=0",
+        *overrides,
+    ]
+
+
 def run_sweep(sweep_dir: Path, *overrides: str) -> str:
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "src.train",
-            "-m",
-            "hparams_search=tiny_cpu",
-            f"hydra.sweep.dir={sweep_dir}",
-            "monitor.num_samples=0",
-            *overrides,
-        ],
+        sweep_command(sweep_dir, *overrides),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -143,16 +148,7 @@ def test_killed_sweep_resumes_with_the_interrupted_trial_failed(tmp_path):
     folder = tmp_path / "killed"
     args = ["hydra.sweeper.pruner=null", "hydra.sweeper.n_trials=3", "optim.max_steps=30", "eval.steps=10"]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "src.train",
-            "-m",
-            "hparams_search=tiny_cpu",
-            f"hydra.sweep.dir={folder}",
-            "monitor.num_samples=0",
-            *args,
-        ],
+        sweep_command(folder, *args),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

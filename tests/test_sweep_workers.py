@@ -1,0 +1,250 @@
+"""Several sweep workers on one study: n_trials stays the total, no trial runs twice, every worker reports
+the same best trial; stale-trial detection spares live and remote workers; joblib trials get one GPU each.
+
+The tests drive the real sweeper loop with a stand-in launcher (jobs are Python functions)."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import yaml
+from hydra.core.utils import JobReturn, JobStatus
+from hydra_plugins.hydra_optuna_sweeper import _impl
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from sweep import optuna_sweeper
+from sweep.optuna_sweeper import (
+    DONE,
+    FAIL_REASON,
+    WORKER,
+    SFTOptunaSweeper,
+    fail_stale_trials,
+    gpu_overrides,
+    open_study,
+    why_not_run,
+    worker_identity,
+)
+
+SPACE = ["x=interval(0, 1)"]
+
+
+def objective(params: dict[str, str]) -> float:
+    return (float(params["x"]) - 0.3) ** 2
+
+
+class StandInLauncher:
+    """Hydra's launcher interface, running each job as `job(overrides as a dict)` in this process."""
+
+    def __init__(self, job):
+        self.job = job
+        self.launched: list[int] = []  # trial numbers, in launch order
+
+    def launch(self, job_overrides, initial_job_idx):
+        returns = []
+        for overrides in job_overrides:
+            params = dict(o.split("=", 1) for o in overrides)
+            self.launched.append(int(params["trial"]))
+            try:
+                returns.append(JobReturn(status=JobStatus.COMPLETED, _return_value=self.job(params)))
+            except Exception as error:
+                returns.append(JobReturn(status=JobStatus.FAILED, _return_value=error))
+        return returns
+
+
+def make_worker(storage: str, sweep_dir: Path, job, n_trials: int, enqueue_trials=None) -> SFTOptunaSweeper:
+    """A sweep worker as Hydra would build it from hparams_search (TPE seeded alike in every worker)."""
+    worker = SFTOptunaSweeper(
+        max_failures=10,
+        enqueue_trials=enqueue_trials,
+        wait_timeout=60,
+        sampler={"_target_": "optuna.samplers.TPESampler", "seed": 7, "n_startup_trials": 2},
+        direction="minimize",
+        storage=storage,
+        study_name="workers",
+        n_trials=n_trials,
+        n_jobs=1,
+        max_failure_rate=0.0,
+        custom_search_space=None,
+        params=OmegaConf.create({"x": "interval(0, 1)"}),
+    )
+    worker.sweeper.config = OmegaConf.create(
+        {
+            "hydra": {
+                "sweep": {"dir": str(sweep_dir)},
+                "launcher": {"_target_": "stand-in"},
+                "job": {"env_set": {}},
+            }
+        }
+    )
+    worker.sweeper.launcher = StandInLauncher(job)
+    return worker
+
+
+def load(storage: str) -> optuna.Study:
+    return optuna.load_study(study_name="workers", storage=storage)
+
+
+def test_a_trial_asked_after_the_last_place_was_taken_is_surplus(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    first, second = (open_study(storage, study_name="workers") for _ in range(2))
+    for _ in range(3):
+        first.tell(first.ask(), 1.0)
+    # Both workers counted 3 finished trials, so both ask for the last of n_trials=4 places.
+    mine, theirs = first.ask(), second.ask()
+    snapshot = second.get_trials(deepcopy=False)
+    assert why_not_run(snapshot, mine.number, n_trials=4) is None
+    assert why_not_run(snapshot, theirs.number, n_trials=4).startswith("surplus")
+    # The rule only looks at smaller numbers, so both workers reach the same verdicts in any order.
+    assert why_not_run(first.get_trials(deepcopy=False), mine.number, n_trials=4) is None
+    # A smaller trial that failed frees its place; a queued (enqueued) one holds it.
+    first.tell(mine, state=TrialState.FAIL)
+    assert why_not_run(second.get_trials(deepcopy=False), theirs.number, n_trials=4) is None
+    assert why_not_run(second.get_trials(deepcopy=False), theirs.number, n_trials=3).startswith("surplus")
+
+
+def test_a_worker_racing_for_the_last_place_launches_nothing(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    space, fixed, fixed_overrides = _impl.create_params_from_overrides(SPACE)
+    late = make_worker(storage, tmp_path / "late", objective, n_trials=4)
+    late_study = open_study(storage, study_name="workers")
+
+    def job(params):
+        if params["trial"] == "3":  # meanwhile a second worker, which counted one free place, asks for it
+            assert late._run_batch(late_study, 1, space, fixed, fixed_overrides) == 0
+        return objective(params)
+
+    make_worker(storage, tmp_path / "first", job, n_trials=4).sweep([])
+    trials = load(storage).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4 + [TrialState.FAIL]
+    assert trials[4].user_attrs[FAIL_REASON].startswith("surplus: n_trials=4")
+    assert trials[4].params == {}  # never sampled, never launched, no folder
+    assert late.sweeper.launcher.launched == []
+
+
+def test_a_surplus_enqueued_trial_is_queued_again_and_runs_on_resume(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    space, fixed, fixed_overrides = _impl.create_params_from_overrides(SPACE)
+    late = make_worker(storage, tmp_path / "late", objective, n_trials=1)
+    late_study = open_study(storage, study_name="workers")
+
+    def job(params):
+        late_study.enqueue_trial({"x": 0.25})  # queued by a worker that starts now; it asks at once
+        assert late._run_batch(late_study, 1, space, fixed, fixed_overrides) == 0
+        return objective(params)
+
+    make_worker(storage, tmp_path / "first", job, n_trials=1).sweep([])
+    trials = load(storage).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+    assert trials[1].user_attrs[FAIL_REASON].startswith("surplus")
+    resumed = make_worker(storage, tmp_path / "first", objective, n_trials=2)
+    resumed.sweep([])
+    assert resumed.sweeper.launcher.launched == [2]
+    assert load(storage).trials[2].params == {"x": 0.25}
+
+
+def test_parameters_enqueued_by_two_starting_workers_run_once(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = open_study(storage, study_name="workers")
+    study.enqueue_trial({"x": 0.5})  # enqueue's skip_if_exists is check-then-insert: two workers starting
+    study.enqueue_trial({"x": 0.5})  # together can both queue the same parameters
+    worker = make_worker(storage, tmp_path, objective, n_trials=2, enqueue_trials=[{"x": 0.5}])
+    worker.sweep([])
+    trials = load(storage).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[0].params == {"x": 0.5} and trials[2].params != {"x": 0.5}
+    assert trials[1].user_attrs[FAIL_REASON] == "duplicate: trial 0 has the same enqueued parameters"
+    assert worker.sweeper.launcher.launched == [0, 2]
+
+
+def test_concurrent_workers_with_failing_trials_finish_exactly_n_trials_and_agree(tmp_path, monkeypatch):
+    monkeypatch.setattr(optuna_sweeper, "POLL_SECONDS", 0.05)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    open_study(storage, study_name="workers")
+
+    def job(params):
+        time.sleep(0.05 * (int(params["trial"]) % 4))
+        if int(params["trial"]) % 3 == 1:
+            raise RuntimeError("out of memory")
+        return objective(params)
+
+    workers = [make_worker(storage, tmp_path / name, job, n_trials=8) for name in ("a", "b", "c")]
+    errors = []
+
+    def run(worker):
+        try:
+            worker.sweep([])
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors and not any(t.is_alive() for t in threads)
+    study = load(storage)
+    finished = [t.number for t in study.trials if t.state in DONE]
+    assert len(finished) == 8
+    launched = [n for w in workers for n in w.sweeper.launcher.launched]
+    assert len(launched) == len(set(launched))  # no trial ran twice
+    assert all(len(w.sweeper.launcher.launched) > 0 for w in workers)
+    for trial in study.trials:  # every other trial failed in its job, or lost a race and never ran
+        reason = trial.user_attrs.get(FAIL_REASON, "")
+        if trial.state in DONE:
+            continue
+        if reason.startswith("surplus"):
+            assert trial.number not in launched
+        else:
+            assert reason == "RuntimeError: out of memory" and trial.number in launched
+    params = [tuple(t.params.items()) for t in study.trials if t.params]
+    assert len(params) == len(set(params))  # one seed, yet no worker repeated another's draw
+    reported = {
+        yaml.safe_load((tmp_path / n / "optimization_results.yaml").read_text())["best_trial"] for n in "abc"
+    }
+    assert reported == {study.best_trial.number}
+
+
+def test_stale_trials_are_only_those_of_dead_workers_on_this_host(tmp_path):
+    study = open_study(f"sqlite:///{tmp_path / 'study.db'}", study_name="workers")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    here = worker_identity()
+    owners = {
+        "this worker": here,
+        "a killed worker here": {**here, "pid": dead.pid},
+        "a worker on another host": {**here, "host": "gpu-node-7", "pid": dead.pid},
+        "a worker in another container": {**here, "pid": dead.pid, "pid_namespace": "pid:[1]"},
+        "a worker that has not signed yet": None,
+    }
+    trials = {}
+    for owner, identity in owners.items():
+        trials[owner] = study.ask()
+        if identity is not None:
+            trials[owner].set_user_attr(WORKER, identity)
+    assert fail_stale_trials(study) == [trials["a killed worker here"].number]
+    assert fail_stale_trials(study) == []  # a second worker on this host finds nothing left to mark
+    states = {owner: study._storage.get_trial(t._trial_id).state for owner, t in trials.items()}
+    assert states == {
+        o: TrialState.FAIL if o == "a killed worker here" else TrialState.RUNNING for o in owners
+    }
+
+
+def test_parallel_joblib_jobs_are_pinned_to_one_gpu_each(monkeypatch):
+    joblib = OmegaConf.create({"_target_": "hydra_plugins.hydra_joblib_launcher.JoblibLauncher"})
+    joblib_gpus = OmegaConf.merge(joblib, {"backend": "multiprocessing"})
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    expected = [(f"++hydra.job.env_set.CUDA_VISIBLE_DEVICES='{g}'",) for g in ("2", "5", "2")]
+    assert gpu_overrides(joblib_gpus, {}, 3) == expected
+    assert gpu_overrides(joblib_gpus, {}, 1) == [()]  # one trial at a time: all GPUs stay visible
+    assert gpu_overrides(joblib_gpus, {"CUDA_VISIBLE_DEVICES": "3"}, 2) == [(), ()]  # the user's choice
+    slurm = OmegaConf.create({"_target_": "hydra_plugins.hydra_submitit_launcher.SlurmLauncher"})
+    assert gpu_overrides(slurm, {}, 2) == [(), ()]  # SLURM allocates each job's GPUs
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4")
+    assert gpu_overrides(joblib_gpus, {}, 2) == [(), ()]  # one GPU: the jobs share it
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert gpu_overrides(joblib, {}, 2) == [(), ()]
