@@ -1,16 +1,19 @@
 """Several sweep workers on one study: n_trials stays the total, no trial runs twice, every worker reports
 the same best trial; stale-trial detection spares live and remote workers; joblib trials get one GPU each.
 
-The tests drive the real sweeper loop with a stand-in launcher (jobs are Python functions)."""
+The fast tests drive the real sweeper loop with a stand-in launcher (jobs are Python functions); the slow
+one runs `python -m src.train -m` with joblib on the tiny model."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 import time
 from pathlib import Path
 
 import optuna
+import pytest
 import yaml
 from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_optuna_sweeper import _impl
@@ -29,6 +32,8 @@ from sweep.optuna_sweeper import (
     why_not_run,
     worker_identity,
 )
+from tests.conftest import ROOT
+from tests.test_sweep import sweep_command
 
 SPACE = ["x=interval(0, 1)"]
 
@@ -248,3 +253,41 @@ def test_parallel_joblib_jobs_are_pinned_to_one_gpu_each(monkeypatch):
     assert gpu_overrides(joblib_gpus, {}, 2) == [(), ()]  # one GPU: the jobs share it
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
     assert gpu_overrides(joblib, {}, 2) == [(), ()]
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_trials_in_parallel_on_separate_gpus(tmp_path):
+    import os
+
+    folder = tmp_path / "joblib"
+    result = subprocess.run(
+        sweep_command(
+            folder,
+            "hydra/launcher=joblib_gpus",
+            "hydra.sweeper.n_jobs=2",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.pruner=null",
+        ),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        # the sweeper pins each parallel trial to one of these; on a CPU machine nothing else changes
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "0,1"},
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "backend=multiprocessing" in result.stderr + result.stdout
+    study = optuna.load_study(study_name="tiny_cpu", storage=f"sqlite:///{folder / 'optuna.db'}")
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert [t.number for t in trials] == [0, 1]
+    assert len({t.user_attrs["pid"] for t in trials}) == 2  # each job in its own process
+    spans, pinned = [], []
+    for trial in trials:
+        trial_dir = folder / f"trial_{trial.number}"
+        assert (trial_dir / "adapter" / "adapter_model.safetensors").is_file()
+        stamps = re.findall(r"^\[([\d-]+ [\d:,]+)\]", (trial_dir / "train.log").read_text(), re.MULTILINE)
+        spans.append((stamps[0], stamps[-1]))
+        hydra_config = yaml.safe_load((trial_dir / ".hydra" / "hydra.yaml").read_text())
+        pinned.append(hydra_config["hydra"]["job"]["env_set"]["CUDA_VISIBLE_DEVICES"])
+    assert max(start for start, _ in spans) < min(end for _, end in spans)  # the two trials overlapped
+    assert pinned == ["0", "1"]
