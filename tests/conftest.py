@@ -62,3 +62,18 @@ def logged_hparams(log_dir: Path) -> dict:
                         for k, v in data.session_start_info.hparams.items()
                     }
     return {}
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """URL of a throwaway PostgreSQL database on loopback (tests/postgres.py), removed after the session.
+    Missing server programs fail the test; SFT_SKIP_POSTGRES=1 turns that into an explicit skip."""
+    from tests.postgres import INSTALL_HINT, running_postgres, server_bindir
+
+    if server_bindir() is None:
+        message = f"PostgreSQL server programs (initdb, pg_ctl) not found: {INSTALL_HINT}"
+        if os.environ.get("SFT_SKIP_POSTGRES") == "1":
+            pytest.skip(f"{message} (skipped because SFT_SKIP_POSTGRES=1)")
+        pytest.fail(f"{message}; or set SFT_SKIP_POSTGRES=1 to skip the PostgreSQL tests", pytrace=False)
+    with running_postgres() as url:
+        yield url

@@ -2,10 +2,11 @@
 the same best trial; stale-trial detection spares live and remote workers; joblib trials get one GPU each.
 
 The fast tests drive the real sweeper loop with a stand-in launcher (jobs are Python functions); the slow
-one runs `python -m src.train -m` with joblib on the tiny model."""
+ones run `python -m src.train -m` processes on the tiny model, against PostgreSQL and with joblib."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import threading
@@ -253,6 +254,63 @@ def test_parallel_joblib_jobs_are_pinned_to_one_gpu_each(monkeypatch):
     assert gpu_overrides(joblib_gpus, {}, 2) == [(), ()]  # one GPU: the jobs share it
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
     assert gpu_overrides(joblib, {}, 2) == [(), ()]
+
+
+def best_trial_line(output: str) -> int:
+    """The trial number of a worker's final "Best trial N: eval loss …" line."""
+    return int(re.findall(r"Best trial (\d+): eval loss", output)[-1])
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_postgres_study(tmp_path, postgres_url, capsys):
+    from sweep.report import main as report_main
+
+    folder = tmp_path / "sweep"
+    password = postgres_url.split(":")[2].split("@")[0]
+    args = [
+        f"hydra.sweeper.storage={postgres_url}",
+        "hydra.sweeper.study_name=two_workers",
+        "hydra.sweeper.n_trials=4",
+    ]
+    workers = [
+        subprocess.Popen(
+            sweep_command(folder, *args),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [worker.communicate(timeout=900)[0] for worker in workers]
+    for worker, output in zip(workers, outputs):
+        assert worker.returncode == 0, output[-4000:]
+    study = optuna.load_study(study_name="two_workers", storage=postgres_url)
+    finished = sorted((t for t in study.trials if t.state in DONE), key=lambda t: t.number)
+    assert len(finished) == 4
+    for trial in study.trials:
+        assert trial.state in DONE or trial.user_attrs[FAIL_REASON].startswith("surplus")
+    assert sorted(p.name for p in folder.glob("trial_*")) == sorted(f"trial_{t.number}" for t in finished)
+    for trial in finished:
+        trial_dir = folder / f"trial_{trial.number}"
+        metrics = json.loads((trial_dir / "metrics.json").read_text())
+        assert metrics["status"] in ("finished", "pruned")
+        if trial.state == TrialState.COMPLETE:
+            assert trial.value == pytest.approx(metrics["best_eval_loss"], abs=1e-9)
+        assert (trial_dir / "adapter" / "adapter_model.safetensors").is_file()
+        # every eval loss reached the PostgreSQL study, where the median pruner compares them
+        assert list(trial.intermediate_values) == [e["step"] for e in metrics["eval_history"]]
+    assert len({t.user_attrs[WORKER]["pid"] for t in finished}) == 2  # both workers ran trials
+    assert len({tuple(t.params.items()) for t in finished}) == 4
+    best = study.best_trial.number
+    assert [best_trial_line(output) for output in outputs] == [best, best]
+    assert yaml.safe_load((folder / "optimization_results.yaml").read_text())["best_trial"] == best
+    capsys.readouterr()
+    report_main([str(folder), "--storage", postgres_url])
+    assert f"Best trial {best}:" in capsys.readouterr().out
+    assert all(password not in output for output in outputs)  # masked as *** in every log line
+    leaks = [p for p in folder.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
+    assert leaks == []
 
 
 @pytest.mark.slow
