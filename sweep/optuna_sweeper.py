@@ -191,8 +191,8 @@ def write_atomically(path: Path, text: str) -> None:
 
 def open_study(storage: str | None, **kwargs: Any) -> optuna.Study:
     """optuna.create_study(load_if_exists=True), retried when workers started together on an empty database
-    race to create Optuna's tables (PostgreSQL then refuses the second CREATE TYPE/TABLE)."""
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
+    race to create Optuna's tables (the database then refuses the second CREATE TABLE or its version row)."""
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     folder = sqlite_folder(storage)
     if folder is not None:
@@ -200,8 +200,9 @@ def open_study(storage: str | None, **kwargs: Any) -> optuna.Study:
     for attempt in range(1, 6):
         try:
             return optuna.create_study(storage=storage, load_if_exists=True, **kwargs)
-        except (IntegrityError, ProgrammingError) as error:
-            if attempt == 5:
+        except (IntegrityError, OperationalError, ProgrammingError) as error:
+            lost_race = not isinstance(error, OperationalError) or "already exists" in str(error)
+            if attempt == 5 or not lost_race:  # e.g. an unreachable server: no point in retrying
                 raise
             log.info("Another worker is creating the study tables (%s); retrying", type(error).__name__)
             time.sleep(0.2 + random.random())

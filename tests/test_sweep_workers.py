@@ -215,6 +215,32 @@ def test_concurrent_workers_with_failing_trials_finish_exactly_n_trials_and_agre
     assert reported == {study.best_trial.number}
 
 
+def test_workers_starting_together_on_an_empty_database_retry_table_creation(tmp_path, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    create_study, calls = optuna.create_study, []
+
+    def racing_create_study(**kwargs):
+        calls.append(kwargs["storage"])
+        if len(calls) == 1:  # what SQLite says when another worker created the table first
+            raise OperationalError("CREATE TABLE studies", {}, Exception("table studies already exists"))
+        return create_study(**kwargs)
+
+    monkeypatch.setattr(optuna_sweeper.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(optuna, "create_study", racing_create_study)
+    assert open_study(f"sqlite:///{tmp_path / 'study.db'}", study_name="workers").study_name == "workers"
+    assert len(calls) == 2
+
+    def unreachable(**kwargs):
+        calls.append(kwargs["storage"])
+        raise OperationalError("connect", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(optuna, "create_study", unreachable)
+    with pytest.raises(OperationalError, match="connection refused"):
+        open_study("postgresql://sweeper@db-host/sweeps", study_name="workers")
+    assert len(calls) == 3  # not retried
+
+
 def test_stale_trials_are_only_those_of_dead_workers_on_this_host(tmp_path):
     study = open_study(f"sqlite:///{tmp_path / 'study.db'}", study_name="workers")
     dead = subprocess.Popen(["true"])
