@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import math
 import os
@@ -32,6 +33,7 @@ from typing import Any
 
 import optuna
 from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper import _impl
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
@@ -317,7 +319,15 @@ class SFTOptunaSweeper(OptunaSweeper):
         overrides = [(*o, f"trial={t.number}", *g) for o, t, g in zip(overrides, runnable, gpus)]
         if not overrides:
             return 0
-        returns = impl.launcher.launch(overrides, initial_job_idx=impl.job_idx)
+        try:
+            returns = impl.launcher.launch(overrides, initial_job_idx=impl.job_idx)
+        except Exception as error:  # the launcher lost a job: SLURM's time limit, a killed joblib process …
+            log.warning(
+                "The launcher failed (%s: %s); reading the batch's outcomes from its folders",
+                type(error).__name__,
+                error,
+            )
+            returns = [recovered_outcome(study, trial, error) for trial in runnable]
         impl.job_idx += len(returns)
         return sum(not self._tell(study, trial, result) for trial, result in zip(runnable, returns))
 
@@ -351,7 +361,9 @@ class SFTOptunaSweeper(OptunaSweeper):
         except Exception as error:  # the job raised: JobReturn re-raises it here
             # src.train raises JobFailed("<original exception type>: <message>") for failed jobs
             reason = (
-                str(error) if type(error).__name__ == "JobFailed" else f"{type(error).__name__}: {error}"
+                str(error)
+                if type(error).__name__ in ("JobFailed", "JobLost")
+                else f"{type(error).__name__}: {error}"
             )[:2000]
             trial.set_user_attr(FAIL_REASON, reason)
             study.tell(trial, state=TrialState.FAIL)
@@ -388,6 +400,23 @@ class SFTOptunaSweeper(OptunaSweeper):
         )
         log.info("Best trial %d: eval loss %.4f with %s", best.number, best.value, best.params)
         log.info("Report: python -m sweep.report %s", sweep_dir)
+
+
+def recovered_outcome(study: optuna.Study, trial: optuna.Trial, error: Exception) -> JobReturn:
+    """A job's result when its launcher raised instead of returning it (hydra-submitit-launcher raises for
+    the whole batch when one SLURM job is killed): a finished or pruned trial's metrics.json still holds its
+    objective; any other trial failed with the launcher's error."""
+    run_dir = study._storage.get_trial(trial._trial_id).user_attrs.get("run_dir")
+    path = Path(run_dir) / "metrics.json" if run_dir else None
+    metrics = json.loads(path.read_text()) if path is not None and path.is_file() else {}
+    if metrics.get("status") in ("finished", "pruned"):
+        return JobReturn(status=JobStatus.COMPLETED, _return_value=metrics["best_eval_loss"])
+    lost = JobLost(f"the launcher lost this job: {type(error).__name__}: {error}")
+    return JobReturn(status=JobStatus.FAILED, _return_value=lost)
+
+
+class JobLost(RuntimeError):
+    """A job whose launcher raised before returning its result, and that left no finished metrics.json."""
 
 
 def describe_worker(trial: FrozenTrial) -> str:

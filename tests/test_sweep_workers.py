@@ -62,7 +62,9 @@ class StandInLauncher:
         return returns
 
 
-def make_worker(storage: str, sweep_dir: Path, job, n_trials: int, enqueue_trials=None) -> SFTOptunaSweeper:
+def make_worker(
+    storage: str, sweep_dir: Path, job, n_trials: int, enqueue_trials=None, n_jobs: int = 1
+) -> SFTOptunaSweeper:
     """A sweep worker as Hydra would build it from hparams_search (TPE seeded alike in every worker)."""
     worker = SFTOptunaSweeper(
         max_failures=10,
@@ -73,7 +75,7 @@ def make_worker(storage: str, sweep_dir: Path, job, n_trials: int, enqueue_trial
         storage=storage,
         study_name="workers",
         n_trials=n_trials,
-        n_jobs=1,
+        n_jobs=n_jobs,
         max_failure_rate=0.0,
         custom_search_space=None,
         params=OmegaConf.create({"x": "interval(0, 1)"}),
@@ -239,6 +241,38 @@ def test_workers_starting_together_on_an_empty_database_retry_table_creation(tmp
     with pytest.raises(OperationalError, match="connection refused"):
         open_study("postgresql://sweeper@db-host/sweeps", study_name="workers")
     assert len(calls) == 3  # not retried
+
+
+def test_a_batch_the_launcher_lost_is_told_from_the_trial_folders(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+
+    def job(params):  # like src.train: the trial learns its folder, and metrics.json is written last
+        number, folder = int(params["trial"]), tmp_path / f"trial_{params['trial']}"
+        folder.mkdir()
+        study = load(storage)
+        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        study._storage.set_trial_user_attr(trial_id, "run_dir", str(folder))
+        if number != 1:  # trial 1 is killed by SLURM's time limit before it finishes
+            (folder / "metrics.json").write_text(json.dumps({"status": "finished", "best_eval_loss": 0.5}))
+        return 0.5
+
+    class LosingLauncher(StandInLauncher):  # hydra-submitit-launcher raises when one job of a batch died
+        def launch(self, job_overrides, initial_job_idx):
+            returns = super().launch(job_overrides, initial_job_idx)
+            if initial_job_idx == 0:
+                raise RuntimeError("UncompletedJobError: job 4242_1 has not produced any output (TIMEOUT)")
+            return returns
+
+    worker = make_worker(storage, tmp_path, job, n_trials=3, n_jobs=2)
+    worker.sweeper.launcher = LosingLauncher(job)
+    worker.sweep([])
+    trials = load(storage).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL] + [TrialState.COMPLETE] * 2
+    assert trials[0].value == 0.5
+    assert trials[1].user_attrs[FAIL_REASON] == (
+        "the launcher lost this job: RuntimeError: UncompletedJobError: job 4242_1 has not produced any output "
+        "(TIMEOUT)"
+    )
 
 
 def test_stale_trials_are_only_those_of_dead_workers_on_this_host(tmp_path):
