@@ -27,6 +27,7 @@ train: setup
 
 # pytest exits 5 when it collects nothing: that is a failure here, not a pass.
 test: setup
+	bash .ci/install-postgres
 	$(BIN)/ruff check src sweep tests
 	$(BIN)/ruff format --check src sweep tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
