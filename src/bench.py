@@ -84,11 +84,11 @@ class StepTimer(TrainerCallback):
 
 def planned_gb(cfg, checkpointing: bool) -> float:
     """The memory planner's estimate for this variant's settings (src/plan.py), to compare with its peak."""
-    from src.plan import GIB, plan
+    from src.plan import GIB, plan, trains_on_cpu
 
     planned = copy.deepcopy(cfg)
     planned.memory.gradient_checkpointing = checkpointing
-    return plan(planned)["peak"] / GIB
+    return plan(planned, on_cpu=trains_on_cpu(cfg))["peak"] / GIB
 
 
 def summarize(name: str, seconds: list[float], batches: list[tuple[int, int]], warmup: int, memory: float):
@@ -109,16 +109,17 @@ def summarize(name: str, seconds: list[float], batches: list[tuple[int, int]], w
     }
 
 
-def add_memory(result: dict, before_gb: float, planned: float, checkpointing: bool) -> dict:
-    """What the variant itself used (peak minus the memory in use before its model loaded) and the
-    planner's estimate for it, with the error relative to the measurement."""
+def add_memory(result: dict, before_gb: float, planned: float | None, checkpointing: bool) -> dict:
+    """What the variant itself used (peak minus the memory in use before its model loaded) and, for this
+    project's step, the planner's estimate with its error relative to the measurement. (The planner models
+    this project's trainer, whose fused LM head never builds full logits; the other variants do.)"""
     used = result["peak_memory_gb"] - before_gb
     result.update(
         gradient_checkpointing=checkpointing,
         memory_before_gb=before_gb,
         training_memory_gb=used,
         planned_memory_gb=planned,
-        plan_error=(planned - used) / used if used > 0 else float("nan"),
+        plan_error=(planned - used) / used if planned is not None and used > 0 else None,
     )
     return result
 
@@ -173,7 +174,8 @@ def run_trainer_variant(name, cfg, base, tokenizer, data, raw_train, bench, work
     )
     checkpointing = bool(trainer.args.activation_checkpointing)
     del trainer, model
-    return add_memory(result, before, planned_gb(cfg, checkpointing), checkpointing)
+    planned = planned_gb(cfg, checkpointing) if name == "ours" else None
+    return add_memory(result, before, planned, checkpointing)
 
 
 def run_bare_loop(name, cfg, base, tokenizer, data, bench) -> dict:
@@ -208,8 +210,7 @@ def run_bare_loop(name, cfg, base, tokenizer, data, bench) -> dict:
         seconds.append(time.perf_counter() - began)
     result = summarize(name, seconds, collate.batches, bench.warmup_steps, peak_memory_gb())
     del model, optimizer
-    checkpointing = bool(cfg.memory.gradient_checkpointing)
-    return add_memory(result, before, planned_gb(cfg, checkpointing), checkpointing)
+    return add_memory(result, before, None, bool(cfg.memory.gradient_checkpointing))
 
 
 def matmul_flops_per_second(hidden: int, intermediate: int, tokens: int, dtype: torch.dtype) -> float:
@@ -238,6 +239,10 @@ def training_flops_per_token(cfg, checkpointing: bool) -> float:
     head = 2 * 2 * shapes.hidden * shapes.vocab
     attention = shapes.layers * 2 * 2 * 2 * cfg.data.max_length / 2 * shapes.heads * shapes.head_dim
     return passes * 2 * linear + lora + head + attention
+
+
+def _optional(value: float | None, spec: str) -> str:
+    return format(value, spec) if value is not None else format("-", ">" + spec.split(".")[0])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -319,7 +324,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['variant']:12} {'on' if r['gradient_checkpointing'] else 'off':>4} "
             f"{r['tokens_per_second']:9.1f} {r['tokens_per_second_vs_ours']:7.2f} "
             f"{r['steps_per_second']:8.3f} {r['positions_per_real_token']:9.2f} {r['peak_memory_gb']:8.2f} "
-            f"{r['training_memory_gb']:8.2f} {r['planned_memory_gb']:8.2f} {r['plan_error']:8.1%} "
+            f"{r['training_memory_gb']:8.2f} {_optional(r['planned_memory_gb'], '8.2f')} "
+            f"{_optional(r['plan_error'], '8.1%')} "
             f"{r['mfu_vs_measured_matmul']:6.1%}"
         )
     out = Path(bench.output)

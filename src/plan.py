@@ -84,25 +84,58 @@ def lora_parameters(shapes: Shapes, r: int, targets: list[str]) -> int:
     return shapes.layers * sum(r * (projections[t][0] + projections[t][1]) for t in targets)
 
 
-def activation_bytes(
-    shapes: Shapes, micro_batch: int, length: int, checkpointing: bool, dtype_bytes: int
-) -> int:
-    """Activations kept for backward. Per layer and token without checkpointing: the inputs of the norms,
-    the 7 projections (LoRA keeps its own inputs too), attention output and the MLP's gate/up/act
-    products; with checkpointing only each layer's input, plus one layer recomputed at a time. The loss adds
-    fp32 logits and their log-softmax."""
-    tokens = micro_batch * length
+# TRL's fused LM head (what this project's trainer uses) scores tokens in tiles of at most 4096 tokens ×
+# 32768 vocabulary entries, in fp32 (trl.kernels.chunked_logprob / trl.trainer.utils); full logits are never
+# materialised.
+HEAD_TILE_TOKENS, HEAD_TILE_VOCAB = 4096, 32768
+
+
+def layer_activation_bytes(shapes: Shapes) -> int:
+    """Bytes one decoder layer keeps for backward, per token, in a QLoRA run (PEFT LoRA on the 7 projections
+    over bitsandbytes 4-bit layers, bf16 autocast). Each term was checked against the tensors autograd saves
+    (torch.autograd.graph.saved_tensors_hooks, SmolLM2-135M, 8 × 206 tokens: 50.7 kB per token and layer
+    measured, 49.9 kB from this formula):
+    - bf16: the input each 4-bit projection casts and keeps (q, k, v, gate, up: hidden; o: q width; down:
+      intermediate), the same again for LoRA's dropout outputs, and attention's q and k before and after
+      rotary, v and its output (3 q + 3 kv);
+    - fp32: the residual stream around the two norms (prepare_model_for_kbit_training upcasts embeddings and
+      norms, so it stays fp32: 3 × hidden) and the MLP's gate, up and activation (LoRA's fp32 update is
+      added to them: 3 × intermediate)."""
     h, i = shapes.hidden, shapes.intermediate
     q, kv = shapes.heads * shapes.head_dim, shapes.kv_heads * shapes.head_dim
-    per_layer = tokens * dtype_bytes * (4 * h + q + 2 * kv + q + 4 * i)
+    projection_inputs = 5 * h + q + i
+    bf16 = 2 * projection_inputs + 3 * q + 3 * kv
+    fp32 = 3 * h + 3 * i
+    return 2 * bf16 + 4 * fp32
+
+
+def activation_bytes(shapes: Shapes, micro_batch: int, length: int, checkpointing: bool) -> int:
+    """Activations at the peak of a training step for micro_batch rows of `length` tokens (a full row: the
+    planner plans for the longest batch). With gradient checkpointing each layer keeps only its fp32 input,
+    and one layer at a time is recomputed in full. The loss adds the fused LM head's fp32 tile and its
+    gradient, the fp32 copies of the head's weight chunk it makes forward and backward (on devices without
+    fp32-output bf16 matmuls, e.g. CPU) and the fp32 hidden states it scores."""
+    tokens = micro_batch * length
+    per_layer = tokens * layer_activation_bytes(shapes)
     layers = (
-        shapes.layers * tokens * h * dtype_bytes + per_layer if checkpointing else shapes.layers * per_layer
+        shapes.layers * tokens * shapes.hidden * 4 + per_layer if checkpointing else shapes.layers * per_layer
     )
-    logits = tokens * shapes.vocab * 4 * 2
-    return layers + logits
+    head = (
+        2 * min(tokens, HEAD_TILE_TOKENS) * min(shapes.vocab, HEAD_TILE_VOCAB) * 4
+        + 2 * shapes.hidden * min(shapes.vocab, HEAD_TILE_VOCAB) * 4
+        + tokens * shapes.hidden * 4
+    )
+    return layers + head
 
 
-def plan(cfg, micro_batch: int | None = None) -> dict:
+# On CPU the peak resident set size exceeds the tensors counted here by what glibc's arenas keep of freed
+# blocks and oneDNN's scratch buffers: 0.24–0.51 GiB over the four SmolLM2 runs measured for
+# docs/benchmarks.md (python -m src.bench "bench.variants=[ours]" …), so plans for CPU runs add 0.3 GiB.
+# (On GPU the planner compares with torch.cuda.max_memory_allocated, which the CUDA context is not part of.)
+CPU_RUNTIME_BYTES = 0.3 * GIB
+
+
+def plan(cfg, micro_batch: int | None = None, on_cpu: bool = False) -> dict:
     arch = cfg.model.architecture
     if not arch:
         raise ConfigError(
@@ -123,8 +156,8 @@ def plan(cfg, micro_batch: int | None = None) -> dict:
     optimizer = trainable * (2 if "8bit" in cfg.optim.optimizer else ADAMW_BYTES)
     b = micro_batch or cfg.memory.per_device_train_batch_size
     length = cfg.data.max_length
-    act = {ckpt: activation_bytes(shapes, b, length, ckpt, 2) for ckpt in (False, True)}
-    static = weights + adapter + gradients + optimizer
+    act = {ckpt: activation_bytes(shapes, b, length, ckpt) for ckpt in (False, True)}
+    static = weights + adapter + gradients + optimizer + (CPU_RUNTIME_BYTES if on_cpu else 0)
     ckpt = cfg.memory.gradient_checkpointing
     peak = {c: static + act[c] for c in (False, True)}
     return {
@@ -134,6 +167,7 @@ def plan(cfg, micro_batch: int | None = None) -> dict:
         "adapter": adapter,
         "gradients": gradients,
         "optimizer": optimizer,
+        "runtime": CPU_RUNTIME_BYTES if on_cpu else 0,
         "activations": act[False],
         "activations_checkpointed": act[True],
         "peak_without_checkpointing": peak[False],
@@ -144,11 +178,17 @@ def plan(cfg, micro_batch: int | None = None) -> dict:
     }
 
 
+def trains_on_cpu(cfg) -> bool:
+    import torch
+
+    return cfg.use_cpu or not torch.cuda.is_available()
+
+
 def memory_budget(cfg) -> tuple[float, str]:
     """Bytes this process can use for training: 90% of the GPU's memory, or 80% of the RAM now available."""
     import torch
 
-    if torch.cuda.is_available() and not cfg.use_cpu:
+    if not trains_on_cpu(cfg):
         device = torch.cuda.current_device()
         total = torch.cuda.get_device_properties(device).total_memory
         return 0.9 * total, f"90% of {torch.cuda.get_device_name(device)}'s {total / GIB:.1f} GiB"
@@ -174,7 +214,7 @@ def resolve_checkpointing(cfg, budget: tuple[float, str] | None = None) -> tuple
     if not cfg.model.architecture:
         return True, f"auto: on, since model {cfg.model.name} has no architecture in conf/model to plan from"
     limit, where = budget or memory_budget(cfg)
-    p = plan(cfg)
+    p = plan(cfg, on_cpu=budget is None and trains_on_cpu(cfg))
     need = p["peak_without_checkpointing"]
     if need <= limit:
         return False, f"auto: off, the planned peak without it ({need / GIB:.2f} GiB) fits {where}"

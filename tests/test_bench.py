@@ -34,6 +34,9 @@ def test_bench_runs_all_variants_on_the_tiny_model(tmp_path):
     for r in report["results"]:
         assert r["tokens_per_second"] > 0 and r["peak_memory_gb"] > 0 and r["mfu_vs_measured_matmul"] > 0
         assert r["positions_per_real_token"] >= 1.0
-        assert r["planned_memory_gb"] > 0 and r["training_memory_gb"] <= r["peak_memory_gb"]
+        assert r["training_memory_gb"] <= r["peak_memory_gb"]
+    # the planner's estimate is compared with this project's step (it models our trainer's memory)
+    assert ours["planned_memory_gb"] > 0 and ours["plan_error"] is not None
+    assert all(r["planned_memory_gb"] is None for r in report["results"][1:])
     assert report["matmul_flops_per_second"] > 1e8
     assert "variant      ckpt  tokens/s" in result.stdout
