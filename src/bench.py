@@ -84,7 +84,8 @@ class StepTimer(TrainerCallback):
 
 def planned_gb(cfg, checkpointing: bool) -> float:
     """The memory planner's estimate for this variant's settings (src/plan.py), to compare with its peak."""
-    from src.plan import GIB, plan, trains_on_cpu
+    from src.config import trains_on_cpu
+    from src.plan import GIB, plan
 
     planned = copy.deepcopy(cfg)
     planned.memory.gradient_checkpointing = checkpointing

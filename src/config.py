@@ -193,6 +193,13 @@ CHOICES = {
 }
 
 
+def trains_on_cpu(cfg: Any) -> bool:
+    """Whether this run trains on the CPU: asked for (use_cpu=true), or no CUDA device is there."""
+    import torch
+
+    return cfg.use_cpu or not torch.cuda.is_available()
+
+
 def sharded_launch() -> bool:
     """accelerate launch was asked for FSDP or DeepSpeed (it tells its processes through these variables)."""
     return any(

@@ -62,10 +62,9 @@ def launcher_argv(argv: list[str]) -> list[str]:
 def init(cpu: bool) -> None:
     """Start the process group now (accelerate's choice of backend, reused later by the Trainer)."""
     if world_size() > 1:
-        import torch
         from accelerate import PartialState
 
-        PartialState(cpu=cpu or not torch.cuda.is_available())
+        PartialState(cpu=cpu)
 
 
 def main_decides(decide: Callable[[], T]) -> T:
@@ -127,14 +126,15 @@ def trainable_digest(model) -> str:
 
 def check_replicas_agree(model) -> list[str]:
     """Every process's digest of its trained weights; data-parallel replicas must end identical. Logged by the
-    main process; a mismatch (a broken all-reduce, a rank that skipped steps) is an error, not a warning."""
-    digests = [trainable_digest(model)]
-    if world_size() > 1:
-        from accelerate.utils import gather_object
+    main process; a mismatch (a broken all-reduce, a rank that skipped steps) is an error, not a warning.
+    One process has nothing to compare, so nothing is hashed (full fine-tuning would hash every weight)."""
+    if world_size() <= 1:
+        return []
+    from accelerate.utils import gather_object
 
-        digests = gather_object(digests)
-        if is_main():
-            log.info("trained weights sha256 on each of %d processes: %s", len(digests), ", ".join(digests))
-        if len(set(digests)) != 1:
-            raise RuntimeError(f"data-parallel replicas ended with different weights: {digests}")
+    digests = gather_object([trainable_digest(model)])
+    if is_main():
+        log.info("trained weights sha256 on each of %d processes: %s", len(digests), ", ".join(digests))
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"data-parallel replicas ended with different weights: {digests}")
     return digests

@@ -6,12 +6,10 @@ checkpointing), and says whether the run fits the GPU and the largest micro-batc
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-from src.config import ConfigError
+from src.config import ConfigError, trains_on_cpu
 
 GIB = 2**30
 NF4_BITS = 4 + 0.127  # 4-bit codes + double-quantized absmax constants (block 64, second level 256)
@@ -178,12 +176,6 @@ def plan(cfg, micro_batch: int | None = None, on_cpu: bool = False) -> dict:
     }
 
 
-def trains_on_cpu(cfg) -> bool:
-    import torch
-
-    return cfg.use_cpu or not torch.cuda.is_available()
-
-
 def memory_budget(cfg) -> tuple[float, str]:
     """Bytes this process can use for training: 90% of the GPU's memory, or 80% of the RAM now available."""
     import torch
@@ -192,18 +184,10 @@ def memory_budget(cfg) -> tuple[float, str]:
         device = torch.cuda.current_device()
         total = torch.cuda.get_device_properties(device).total_memory
         return 0.9 * total, f"90% of {torch.cuda.get_device_name(device)}'s {total / GIB:.1f} GiB"
-    available = _meminfo_available()
+    import psutil
+
+    available = psutil.virtual_memory().available
     return 0.8 * available, f"80% of the {available / GIB:.1f} GiB of RAM available"
-
-
-def _meminfo_available() -> float:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def resolve_checkpointing(cfg, budget: tuple[float, str] | None = None) -> tuple[bool, str]:

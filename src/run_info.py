@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from src.config import ConfigError
+from src.config import ConfigError, trains_on_cpu
 from src.distributed import world_size
 from src.model import alpha_for, count_parameters
 
@@ -26,7 +26,7 @@ def parameters_line(model) -> str:
 
 
 def summary_lines(cfg, model, total_steps: int, warmup_steps: int, dtype: torch.dtype) -> list[str]:
-    device = "cuda" if torch.cuda.is_available() and not cfg.use_cpu else "cpu"
+    device = "cpu" if trains_on_cpu(cfg) else "cuda"
     quant = (
         f"{cfg.memory.bnb_4bit_quant_type} 4-bit (double quant={cfg.memory.bnb_4bit_use_double_quant})"
         if cfg.memory.load_in_4bit

@@ -20,7 +20,7 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from src import distributed  # noqa: E402
-from src.config import ConfigError, TrainConfig, validate  # noqa: E402
+from src.config import ConfigError, TrainConfig, trains_on_cpu, validate  # noqa: E402
 from src.plan import resolve_checkpointing  # noqa: E402
 from src.redact import install_log_redaction, redact, redact_files  # noqa: E402
 from sweep.optuna_sweeper import register as register_sweeper  # noqa: E402
@@ -40,7 +40,7 @@ def train(dict_cfg: DictConfig) -> float:
         from src import stages  # heavy imports (torch, transformers) only after the config is known good
 
         # Under accelerate launch/torchrun the main process claims its folder; the others write into it too.
-        distributed.init(cpu=cfg.use_cpu)
+        distributed.init(cpu=trains_on_cpu(cfg))
         run_dir, resume_from = distributed.main_decides(
             lambda: (own_dir, stages.claim_run_dir(own_dir, cfg.resume))
         )

@@ -10,6 +10,7 @@ import torch
 from transformers import EarlyStoppingCallback
 from trl import SFTConfig, SFTTrainer
 
+from src.config import trains_on_cpu
 from src.model import resolve_attention, torch_dtype
 
 
@@ -39,10 +40,6 @@ def compute_dtype(cfg) -> torch.dtype:
     return torch_dtype(cfg.memory.bnb_4bit_compute_dtype if cfg.memory.load_in_4bit else cfg.model.dtype)
 
 
-def on_cuda(cfg) -> bool:
-    return torch.cuda.is_available() and not cfg.use_cpu
-
-
 def training_arguments(cfg, output_dir: Path) -> SFTConfig:
     """SFTConfig from our config. The article's evaluation_strategy, warmup_ratio and max_seq_length are
     eval_strategy, a fractional warmup_steps and max_length in transformers 5 / TRL 1.x."""
@@ -52,7 +49,7 @@ def training_arguments(cfg, output_dir: Path) -> SFTConfig:
     return SFTConfig(
         output_dir=str(output_dir),
         seed=cfg.seed,
-        use_cpu=not on_cuda(cfg),  # transformers refuses bf16 on CPU unless told it is on CPU
+        use_cpu=trains_on_cpu(cfg),  # transformers refuses bf16 on CPU unless told it is on CPU
         # optimisation
         learning_rate=optim.learning_rate,
         lr_scheduler_type=SCHEDULERS[optim.lr_scheduler_type],

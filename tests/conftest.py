@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,18 @@ TINY = [
     "monitor.num_samples=2",
     "monitor.progress_bar=false",
 ]
+
+
+def run_module(module: str, *args: str, timeout: int = 600, env: dict | None = None, cwd: Path = ROOT):
+    """`python -m <module> <args>` in a subprocess, as a user would start it; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=None if env is None else {**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def compose_config(overrides: list[str], output_dir: Path | None = None, cache_dir: Path | None = None):

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-from tests.conftest import ROOT
+from tests.conftest import run_module
 
 
 def test_bench_runs_all_variants_on_the_tiny_model(tmp_path):
@@ -21,9 +19,7 @@ def test_bench_runs_all_variants_on_the_tiny_model(tmp_path):
         "bench.measure_steps=2",
         f"bench.output={out}",
     ]
-    result = subprocess.run(
-        [sys.executable, "-m", "src.bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
+    result = run_module("src.bench", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert [r["variant"] for r in report["results"]] == ["ours", "article", "padding", "bare", "bare_no_ckpt"]

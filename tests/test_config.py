@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from src.config import ConfigError, TrainConfig, validate
-from tests.conftest import CONF, ROOT, compose_config
+from tests.conftest import CONF, ROOT, compose_config, run_module
 
 GROUPS = ["model", "lora", "optim", "data", "memory"]
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
@@ -117,9 +114,7 @@ def test_bad_values_name_the_field(overrides, field):
 
 
 def run_cli(*args: str, cwd=ROOT):
-    return subprocess.run(
-        [sys.executable, "-m", "src.train", *args], cwd=cwd, capture_output=True, text=True, timeout=120
-    )
+    return run_module("src.train", *args, timeout=120, cwd=cwd)
 
 
 def test_cli_bad_value_is_one_message_without_traceback(tmp_path):

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from tests.conftest import CACHE, ROOT
+from tests.conftest import CACHE, run_module
 
 pytestmark = pytest.mark.slow
 
@@ -28,9 +26,7 @@ def smollm_run(tmp_path_factory):
         "save.merge=true",
         f"hydra.run.dir={run_dir}",
     ]
-    result = subprocess.run(
-        [sys.executable, "-m", "src.train", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=900
-    )
+    result = run_module("src.train", *overrides, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir, result.stdout + result.stderr
 

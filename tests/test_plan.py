@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -12,7 +9,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from src.plan import GIB, largest_micro_batch, plan, resolve_checkpointing
-from tests.conftest import ROOT, compose_config
+from tests.conftest import compose_config, run_module
 
 PUBLISHED = {"smollm2_135m": 134_515_008, "qwen2_5_1_5b": 1_543_714_304, "llama3_1_8b": 8_030_261_248}
 
@@ -58,13 +55,7 @@ def test_memory_terms_follow_the_settings():
 
 
 def test_plan_command_prints_a_verdict():
-    result = subprocess.run(
-        [sys.executable, "-m", "src.plan", "model=llama3_1_8b", "memory=gpu_24gb", "plan.gpu_gb=24"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_module("src.plan", "model=llama3_1_8b", "memory=gpu_24gb", "plan.gpu_gb=24", timeout=120)
     assert result.returncode == 0, result.stderr
     assert "8,030,261,248 parameters, trainable 41,943,040" in result.stdout
     assert "verdict for a 24 GB GPU:" in result.stdout and "largest micro-batch" in result.stdout

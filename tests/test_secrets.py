@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from src.redact import redact
-from tests.conftest import ROOT, TINY
+from tests.conftest import TINY, run_module
 
 TOKEN = "hf_TestSecretToken42"
 PASSWORD = "pa55-w0rd-xyz"
@@ -30,15 +27,8 @@ def test_run_outputs_hold_no_secret(tmp_path):
         f"hydra.run.dir={run_dir}",
         f"+hydra.job.env_set.DB_PASSWORD={PASSWORD}",  # lands in Hydra's saved hydra.yaml unless redacted
     ]
-    env = {**__import__("os").environ, "HF_TOKEN": TOKEN, "WANDB_API_KEY": "wandb-" + PASSWORD}
-    result = subprocess.run(
-        [sys.executable, "-m", "src.train", *overrides],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    env = {"HF_TOKEN": TOKEN, "WANDB_API_KEY": "wandb-" + PASSWORD}
+    result = run_module("src.train", *overrides, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert TOKEN not in result.stdout + result.stderr and PASSWORD not in result.stdout + result.stderr
     files = [p for p in run_dir.rglob("*") if p.is_file()]

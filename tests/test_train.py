@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +10,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src.train import train
-from tests.conftest import CACHE, ROOT, TINY, compose_config, logged_hparams
+from tests.conftest import CACHE, TINY, compose_config, logged_hparams, run_module
 
 
 def scalar_and_text_tags(log_dir: Path) -> tuple[set[str], set[str]]:
@@ -30,14 +28,7 @@ def cli_run(tmp_path_factory):
     """One `python -m src.train model=tiny …` subprocess run, as a user would start it."""
     run_dir = tmp_path_factory.mktemp("cli") / "run"
     overrides = [*TINY, "optim.max_steps=6", "eval.steps=3", "save.merge=true", f"hydra.run.dir={run_dir}"]
-    result = subprocess.run(
-        [sys.executable, "-m", "src.train", *overrides],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**__import__("os").environ, "SFT_CACHE_DIR": str(CACHE)},
-    )
+    result = run_module("src.train", *overrides, env={"SFT_CACHE_DIR": str(CACHE)})
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir, result.stdout + result.stderr
 
@@ -142,13 +133,7 @@ def test_multirun_over_learning_rates(tmp_path):
         "monitor.samples_every_evals=0",
         f"hydra.sweep.dir={sweep_dir}",
     ]
-    result = subprocess.run(
-        [sys.executable, "-m", "src.train", "-m", "optim.learning_rate=1e-4,1e-3", *overrides],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_module("src.train", "-m", "optim.learning_rate=1e-4,1e-3", *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     rates = []
     for job in ("0", "1"):
@@ -173,9 +158,7 @@ def test_diverging_run_stops_with_one_clear_message(tmp_path):
         "eval.steps=5",
         f"hydra.run.dir={run_dir}",
     ]
-    result = subprocess.run(
-        [sys.executable, "-m", "src.train", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
+    result = run_module("src.train", *overrides)
     output = result.stdout + result.stderr
     assert result.returncode == 1
     assert "became nan at step" in output and "learning rate too high" in output
