@@ -73,4 +73,79 @@ def extract_json_examples(count: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-BUILTIN = {"extract_json": extract_json_examples}
+ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen \
+seventeen eighteen nineteen".split()
+TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+RELATIONS = ("colleague", "neighbour", "cousin", "friend", "landlord", "former classmate")
+PAIR_SENTENCES = [
+    "{name} ({age}), {a_job} from {city}, shares a flat with {other_name}, {other_age}, {a_other_job} "
+    "from {other_city}.",
+    "{other_name} is {a_other_job} in {other_city} aged {other_age}; {other_pronoun} {relation} {name} is "
+    "{age} and works as {a_job} in {city}.",
+    "When {other_name} ({other_age}, {other_city}) retired as {a_other_job}, {relation} {name}, {age}, "
+    "took over as {a_job} and moved to {city}.",
+]
+HARD_INSTRUCTIONS = [
+    "Return name, age, job and city of {name} as JSON.",
+    "Give the details of {name} (name, age, job, city) as a JSON object.",
+    "Extract {name}'s name, age, job and city as JSON.",
+]
+
+
+def age_in_words(age: int) -> str:
+    """19 -> 'nineteen', 42 -> 'forty-two'."""
+    if age < 20:
+        return ONES[age]
+    tens, ones = divmod(age, 10)
+    return TENS[tens] + (f"-{ONES[ones]}" if ones else "")
+
+
+def _person(rng: random.Random) -> dict:
+    return {
+        "name": rng.choice(NAMES),
+        "age": rng.randint(19, 78),
+        "job": rng.choice(JOBS),
+        "city": rng.choice(CITIES),
+    }
+
+
+def _with_article(job: str) -> str:
+    return ("an " if job[0] in "aeiou" else "a ") + job
+
+
+def extract_json_hard_examples(count: int, seed: int = 0) -> list[dict]:
+    """A harder variant of `extract_json` that does not saturate in a few epochs (the sweep grid's task):
+    every sentence names two people and the instruction asks about one of them, and half the ages are
+    written out in words ("forty-two"), so the model must pick the right person and convert the number."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        person, other = _person(rng), _person(rng)
+        while other["name"] == person["name"]:
+            other["name"] = rng.choice(NAMES)
+        words = rng.random() < 0.5
+        sentence = rng.choice(PAIR_SENTENCES).format(
+            name=person["name"],
+            age=age_in_words(person["age"]) if words else person["age"],
+            a_job=_with_article(person["job"]),
+            city=person["city"],
+            other_name=other["name"],
+            other_age=age_in_words(other["age"]) if words else other["age"],
+            a_other_job=_with_article(other["job"]),
+            other_city=other["city"],
+            other_pronoun="their",
+            relation=rng.choice(RELATIONS),
+        )
+        prompt = f"{rng.choice(HARD_INSTRUCTIONS).format(name=person['name'])}\n\n{sentence}"
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": prompt},
+                    {"role": "assistant", "content": person_json(**person)},
+                ]
+            }
+        )
+    return rows
+
+
+BUILTIN = {"extract_json": extract_json_examples, "extract_json_hard": extract_json_hard_examples}

@@ -108,7 +108,9 @@ class MemoryConfig:
 
 @dataclass
 class EvalConfig:
-    steps: int = 10  # evaluate (and checkpoint) every N optimizer steps
+    # evaluate (and checkpoint) every N optimizer steps; below 1, a fraction of the run's total steps
+    # (transformers' convention: 0.1 = ten evals per run, at the same phases whatever the run's length)
+    steps: float = 15
     before_training: bool = True  # eval loss and task metric of the untouched base, as the baseline
     early_stopping_patience: int = 3  # evals without improvement before stopping; 0 disables
     early_stopping_threshold: float = 0.0  # minimum eval-loss improvement that counts
@@ -316,6 +318,10 @@ def validate(cfg: Any) -> None:
     positive("memory.gradient_accumulation_steps", memory.gradient_accumulation_steps)
     positive("memory.per_device_eval_batch_size", memory.per_device_eval_batch_size)
     positive("eval.steps", cfg.eval.steps)
+    if cfg.eval.steps > 1 and cfg.eval.steps != int(cfg.eval.steps):
+        raise ConfigError(
+            f"eval.steps={cfg.eval.steps} must be a whole number of steps, or a fraction of the run below 1."
+        )
     if cfg.eval.early_stopping_patience < 0:
         raise ConfigError("eval.early_stopping_patience must be ≥ 0 (0 disables early stopping).")
     positive("monitor.logging_steps", cfg.monitor.logging_steps)

@@ -131,7 +131,8 @@ class TrainingRun:
                 "global_step": state.global_step,
             }
             return self.metrics
-        evals = [(e["step"], e["eval_loss"]) for e in state.log_history if "eval_loss" in e]
+        history = [e for e in state.log_history if "eval_loss" in e]
+        evals = [(e["step"], e["eval_loss"]) for e in history]
         best_step, best_loss = min(evals, key=lambda e: e[1]) if evals else (0, math.nan)
         if state.best_metric is not None:
             best_loss = state.best_metric
@@ -160,7 +161,16 @@ class TrainingRun:
                 "before": baseline.get("task", {}),
                 "after": after_task,
             },
-            "eval_history": [{"step": s, "eval_loss": v} for s, v in evals],
+            # each eval with its phase of the schedule and the tokens trained on: the curve the sweep replays
+            "eval_history": [
+                {
+                    "step": e["step"],
+                    "schedule_fraction": e["step"] / state.max_steps,
+                    "tokens_seen": e.get("num_input_tokens_seen"),
+                    "eval_loss": e["eval_loss"],
+                }
+                for e in history
+            ],
         }
         log.info(
             "best eval loss %.4f at step %d (baseline %s) | %d steps%s | %.0f tokens/s | peak memory %.2f GB",

@@ -46,6 +46,8 @@ def training_arguments(cfg, output_dir: Path) -> SFTConfig:
     optim, memory, data = cfg.optim, cfg.memory, cfg.data
     dtype = compute_dtype(cfg)
     scheduler_kwargs = {"min_lr_rate": optim.eta_min} if optim.lr_scheduler_type == "cosine" else {}
+    # below 1 a fraction of the total steps (transformers rounds it up to whole steps); else whole steps
+    eval_steps = cfg.eval.steps if cfg.eval.steps < 1 else int(cfg.eval.steps)
     return SFTConfig(
         output_dir=str(output_dir),
         seed=cfg.seed,
@@ -77,9 +79,9 @@ def training_arguments(cfg, output_dir: Path) -> SFTConfig:
         dataset_num_proc=None,
         # evaluation, early stopping and checkpoints
         eval_strategy="steps",
-        eval_steps=cfg.eval.steps,
+        eval_steps=eval_steps,
         save_strategy="steps",
-        save_steps=cfg.eval.steps,  # must line up with eval steps for load_best_model_at_end
+        save_steps=eval_steps,  # must line up with eval steps for load_best_model_at_end
         save_total_limit=cfg.save.save_total_limit,
         load_best_model_at_end=True,
         metric_for_best_model="eval_loss",

@@ -94,12 +94,22 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
         reason = f"interrupted: its sweep process (pid {worker['pid']} on {worker['host']}) is gone"
         try:
             study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, reason)
-            study.tell(trial.number, state=TrialState.FAIL)
+            tell(study, trial.number, state=TrialState.FAIL)
         except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError):
             continue  # another worker on this host marked it first
         stale.append(trial.number)
         log.warning("Trial %d %s; marked failed", trial.number, reason)
     return stale
+
+
+def tell(study: optuna.Study, trial: optuna.Trial | int, **outcome: Any) -> None:
+    """study.tell, where GridSampler's `study.stop()` after the last grid point (which raises outside
+    study.optimize) is harmless: the outcome is stored before it, and the sweep loop stops by n_trials."""
+    try:
+        study.tell(trial, **outcome)
+    except RuntimeError as error:
+        if "Study.stop" not in str(error):
+            raise
 
 
 class SweepAborted(RuntimeError):
@@ -229,6 +239,7 @@ class SFTOptunaSweeper(OptunaSweeper):
         self.pruner_config = pruner  # instantiated by the jobs (src/pruning), which report to the trial
         self.wait_timeout = wait_timeout
         self.sampler_config = kwargs["sampler"]
+        self.grid: dict[str, list] | None = None  # the grid's choices per param under sampler=grid
 
     def sweep(self, arguments: list[str]) -> None:
         impl = self.sweeper
@@ -237,6 +248,12 @@ class SFTOptunaSweeper(OptunaSweeper):
         space, fixed_params, fixed_overrides = _impl.create_params_from_overrides(params_conf)
         for name in fixed_params:
             space.pop(name, None)
+        self.grid = None
+        if isinstance(impl.sampler, functools.partial) and impl.sampler.func is optuna.samplers.GridSampler:
+            # hydra/sweeper/sampler=grid: every combination of the (discrete) params once, in a seeded order
+            self.grid = {name: impl._to_grid_sampler_choices(d) for name, d in space.items()}
+            impl.sampler = impl.sampler(self.grid)
+            impl.n_trials = min(impl.n_trials, math.prod(len(choices) for choices in self.grid.values()))
         study = open_study(
             impl.storage,
             study_name=impl.study_name,
@@ -334,7 +351,7 @@ class SFTOptunaSweeper(OptunaSweeper):
     def _drop(self, study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
         """Fail a trial that must not run; an enqueued parameter set that lost a race is queued again."""
         trial.set_user_attr(FAIL_REASON, reason)
-        study.tell(trial, state=TrialState.FAIL)
+        tell(study, trial, state=TrialState.FAIL)
         fixed = study._storage.get_trial(trial._trial_id).system_attrs.get("fixed_params")
         if fixed is not None and reason.startswith(SURPLUS):
             study.enqueue_trial(fixed)
@@ -344,10 +361,12 @@ class SFTOptunaSweeper(OptunaSweeper):
         """Trial N samples with seed + N: reproducible per trial, and distinct across workers (which would
         otherwise all draw the same first parameters from one seed)."""
         seed = self.sampler_config.get("seed") if self.sampler_config else None
-        if seed is not None:
-            study.sampler = instantiate(
-                self.sampler_config, seed=int(seed) + number, _execution_whitelist_=SAMPLER_WHITELIST
-            )
+        if seed is None:
+            return
+        sampler = instantiate(
+            self.sampler_config, seed=int(seed) + number, _execution_whitelist_=SAMPLER_WHITELIST
+        )
+        study.sampler = sampler(self.grid) if self.grid is not None else sampler
 
     def _enqueue_new(self, study: optuna.Study) -> None:
         """Queue each configured parameter set once per study (a resumed sweep does not queue it again)."""
@@ -366,19 +385,19 @@ class SFTOptunaSweeper(OptunaSweeper):
                 else f"{type(error).__name__}: {error}"
             )[:2000]
             trial.set_user_attr(FAIL_REASON, reason)
-            study.tell(trial, state=TrialState.FAIL)
+            tell(study, trial, state=TrialState.FAIL)
             log.warning("Trial %d failed: %s", trial.number, reason)
             return False
         attrs = study._storage.get_trial(trial._trial_id).user_attrs
         if PRUNED_AT in attrs:
-            study.tell(trial, state=TrialState.PRUNED)
+            tell(study, trial, state=TrialState.PRUNED)
             log.info("Trial %d pruned at step %s", trial.number, attrs[PRUNED_AT])
             return True
         if not math.isfinite(value):
             trial.set_user_attr(FAIL_REASON, f"objective is {value}")
-            study.tell(trial, state=TrialState.FAIL)
+            tell(study, trial, state=TrialState.FAIL)
             return False
-        study.tell(trial, value)
+        tell(study, trial, values=value)
         return True
 
     def _write_results(self, study: optuna.Study) -> None:
