@@ -73,14 +73,16 @@ def extract_json_examples(count: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen \
-seventeen eighteen nineteen".split()
+ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen"
+).split()
 TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 RELATIONS = ("colleague", "neighbour", "cousin", "friend", "landlord", "former classmate")
 PAIR_SENTENCES = [
     "{name} ({age}), {a_job} from {city}, shares a flat with {other_name}, {other_age}, {a_other_job} "
     "from {other_city}.",
-    "{other_name} is {a_other_job} in {other_city} aged {other_age}; {other_pronoun} {relation} {name} is "
+    "{other_name} is {a_other_job} in {other_city} aged {other_age}; their {relation} {name} is "
     "{age} and works as {a_job} in {city}.",
     "When {other_name} ({other_age}, {other_city}) retired as {a_other_job}, {relation} {name}, {age}, "
     "took over as {a_job} and moved to {city}.",
@@ -133,7 +135,6 @@ def extract_json_hard_examples(count: int, seed: int = 0) -> list[dict]:
             other_age=age_in_words(other["age"]) if words else other["age"],
             a_other_job=_with_article(other["job"]),
             other_city=other["city"],
-            other_pronoun="their",
             relation=rng.choice(RELATIONS),
         )
         prompt = f"{rng.choice(HARD_INSTRUCTIONS).format(name=person['name'])}\n\n{sentence}"
