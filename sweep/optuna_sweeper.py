@@ -361,12 +361,11 @@ class SFTOptunaSweeper(OptunaSweeper):
         """Trial N samples with seed + N: reproducible per trial, and distinct across workers (which would
         otherwise all draw the same first parameters from one seed)."""
         seed = self.sampler_config.get("seed") if self.sampler_config else None
-        if seed is None:
+        if seed is None or self.grid is not None:  # GridSampler's seed orders the grid: one for all trials
             return
-        sampler = instantiate(
+        study.sampler = instantiate(
             self.sampler_config, seed=int(seed) + number, _execution_whitelist_=SAMPLER_WHITELIST
         )
-        study.sampler = sampler(self.grid) if self.grid is not None else sampler
 
     def _enqueue_new(self, study: optuna.Study) -> None:
         """Queue each configured parameter set once per study (a resumed sweep does not queue it again)."""
