@@ -12,6 +12,6 @@ for config in "4e-4 16 3" "1.6e-4 32 3" "1e-3 8 1"; do
   k=$((k + 1))
   "$PYTHON" -m src.train -m hparams_search=grid_default hydra.sweeper.study_name="grid_default_seeds_$k" \
     optim.learning_rate="$lr" lora.r="$r" optim.num_train_epochs="$epochs" \
-    '+hydra.sweeper.params.seed=choice(43, 44)'
+    '+hydra.sweeper.params.seed="choice(43, 44)"'
 done
 "$PYTHON" -m src.train -m hparams_search=grid_default
