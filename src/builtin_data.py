@@ -73,6 +73,154 @@ def extract_json_examples(count: int, seed: int = 0) -> list[dict]:
     return rows
 
 
+# The harder task's cities (far more than its 48 training examples): the country must come from what the
+# model knew before fine-tuning, so training longer or harder than needed costs eval loss.
+CITY_COUNTRIES = {
+    "Lisbon": "Portugal",
+    "Porto": "Portugal",
+    "Madrid": "Spain",
+    "Valencia": "Spain",
+    "Seville": "Spain",
+    "Bilbao": "Spain",
+    "Paris": "France",
+    "Lyon": "France",
+    "Marseille": "France",
+    "Bordeaux": "France",
+    "Berlin": "Germany",
+    "Munich": "Germany",
+    "Hamburg": "Germany",
+    "Cologne": "Germany",
+    "Rome": "Italy",
+    "Milan": "Italy",
+    "Naples": "Italy",
+    "Turin": "Italy",
+    "Vienna": "Austria",
+    "Graz": "Austria",
+    "Zurich": "Switzerland",
+    "Geneva": "Switzerland",
+    "Amsterdam": "Netherlands",
+    "Rotterdam": "Netherlands",
+    "Brussels": "Belgium",
+    "Antwerp": "Belgium",
+    "Dublin": "Ireland",
+    "Cork": "Ireland",
+    "London": "England",
+    "Manchester": "England",
+    "Edinburgh": "Scotland",
+    "Glasgow": "Scotland",
+    "Oslo": "Norway",
+    "Bergen": "Norway",
+    "Stockholm": "Sweden",
+    "Gothenburg": "Sweden",
+    "Copenhagen": "Denmark",
+    "Aarhus": "Denmark",
+    "Helsinki": "Finland",
+    "Tampere": "Finland",
+    "Warsaw": "Poland",
+    "Krakow": "Poland",
+    "Prague": "Czechia",
+    "Brno": "Czechia",
+    "Budapest": "Hungary",
+    "Bucharest": "Romania",
+    "Sofia": "Bulgaria",
+    "Athens": "Greece",
+    "Thessaloniki": "Greece",
+    "Istanbul": "Turkey",
+    "Ankara": "Turkey",
+    "Kyiv": "Ukraine",
+    "Lviv": "Ukraine",
+    "Tbilisi": "Georgia",
+    "Yerevan": "Armenia",
+    "Cairo": "Egypt",
+    "Alexandria": "Egypt",
+    "Tunis": "Tunisia",
+    "Algiers": "Algeria",
+    "Casablanca": "Morocco",
+    "Marrakesh": "Morocco",
+    "Dakar": "Senegal",
+    "Accra": "Ghana",
+    "Lagos": "Nigeria",
+    "Abuja": "Nigeria",
+    "Nairobi": "Kenya",
+    "Mombasa": "Kenya",
+    "Kampala": "Uganda",
+    "Kigali": "Rwanda",
+    "Addis Ababa": "Ethiopia",
+    "Johannesburg": "South Africa",
+    "Cape Town": "South Africa",
+    "Durban": "South Africa",
+    "Luanda": "Angola",
+    "Harare": "Zimbabwe",
+    "Mumbai": "India",
+    "Delhi": "India",
+    "Chennai": "India",
+    "Kolkata": "India",
+    "Karachi": "Pakistan",
+    "Lahore": "Pakistan",
+    "Dhaka": "Bangladesh",
+    "Colombo": "Sri Lanka",
+    "Kathmandu": "Nepal",
+    "Bangkok": "Thailand",
+    "Chiang Mai": "Thailand",
+    "Hanoi": "Vietnam",
+    "Saigon": "Vietnam",
+    "Manila": "Philippines",
+    "Cebu": "Philippines",
+    "Jakarta": "Indonesia",
+    "Bandung": "Indonesia",
+    "Kuala Lumpur": "Malaysia",
+    "Singapore": "Singapore",
+    "Seoul": "South Korea",
+    "Busan": "South Korea",
+    "Tokyo": "Japan",
+    "Osaka": "Japan",
+    "Kyoto": "Japan",
+    "Beijing": "China",
+    "Shanghai": "China",
+    "Chengdu": "China",
+    "Taipei": "Taiwan",
+    "Ulaanbaatar": "Mongolia",
+    "Tehran": "Iran",
+    "Baghdad": "Iraq",
+    "Riyadh": "Saudi Arabia",
+    "Dubai": "United Arab Emirates",
+    "Doha": "Qatar",
+    "Amman": "Jordan",
+    "Beirut": "Lebanon",
+    "Toronto": "Canada",
+    "Montreal": "Canada",
+    "Vancouver": "Canada",
+    "Calgary": "Canada",
+    "Denver": "United States",
+    "Chicago": "United States",
+    "Boston": "United States",
+    "Seattle": "United States",
+    "Houston": "United States",
+    "Mexico City": "Mexico",
+    "Guadalajara": "Mexico",
+    "Havana": "Cuba",
+    "Bogota": "Colombia",
+    "Medellin": "Colombia",
+    "Quito": "Ecuador",
+    "Lima": "Peru",
+    "Cusco": "Peru",
+    "La Paz": "Bolivia",
+    "Santiago": "Chile",
+    "Valparaiso": "Chile",
+    "Buenos Aires": "Argentina",
+    "Cordoba": "Argentina",
+    "Montevideo": "Uruguay",
+    "Asuncion": "Paraguay",
+    "Sao Paulo": "Brazil",
+    "Recife": "Brazil",
+    "Caracas": "Venezuela",
+    "Sydney": "Australia",
+    "Perth": "Australia",
+    "Adelaide": "Australia",
+    "Brisbane": "Australia",
+    "Auckland": "New Zealand",
+    "Wellington": "New Zealand",
+}
 ONES = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen"
@@ -88,9 +236,9 @@ PAIR_SENTENCES = [
     "took over as {a_job} and moved to {city}.",
 ]
 HARD_INSTRUCTIONS = [
-    "Return name, age, job and city of {name} as JSON.",
-    "Give the details of {name} (name, age, job, city) as a JSON object.",
-    "Extract {name}'s name, age, job and city as JSON.",
+    "Return name, age, job, city and country of {name} as JSON.",
+    "Give the details of {name} (name, age, job, city, country) as a JSON object.",
+    "Extract {name}'s name, age, job, city and the city's country as JSON.",
 ]
 
 
@@ -107,7 +255,7 @@ def _person(rng: random.Random) -> dict:
         "name": rng.choice(NAMES),
         "age": rng.randint(19, 78),
         "job": rng.choice(JOBS),
-        "city": rng.choice(CITIES),
+        "city": rng.choice(sorted(CITY_COUNTRIES)),
     }
 
 
@@ -117,8 +265,9 @@ def _with_article(job: str) -> str:
 
 def extract_json_hard_examples(count: int, seed: int = 0) -> list[dict]:
     """A harder variant of `extract_json` that does not saturate in a few epochs (the sweep grid's task):
-    every sentence names two people and the instruction asks about one of them, and half the ages are
-    written out in words ("forty-two"), so the model must pick the right person and convert the number."""
+    every sentence names two people and the instruction asks about one of them, half the ages are written
+    out in words ("forty-two"), and the answer adds the city's country, which the sentence does not say:
+    the model must pick the right person, convert the number and recall the country."""
     rng = random.Random(seed)
     rows = []
     for _ in range(count):
@@ -142,7 +291,10 @@ def extract_json_hard_examples(count: int, seed: int = 0) -> list[dict]:
             {
                 "messages": [
                     {"role": "user", "content": prompt},
-                    {"role": "assistant", "content": person_json(**person)},
+                    {
+                        "role": "assistant",
+                        "content": json.dumps({**person, "country": CITY_COUNTRIES[person["city"]]}),
+                    },
                 ]
             }
         )
