@@ -449,7 +449,9 @@ def waste_figures(tokenized: Dataset, max_length: int, packing_strategy: str = "
 
 def _source_fingerprint(cfg: DataConfig) -> Any:
     if cfg.source == "builtin":
-        return ["builtin", cfg.name, cfg.builtin_examples]
+        # the generated rows themselves: a change to the generator must not be served from an old cache
+        rows = BUILTIN[cfg.name](cfg.builtin_examples, seed=cfg.split_seed) if cfg.name in BUILTIN else []
+        return ["builtin", cfg.name, hashlib.sha256(json.dumps(rows).encode()).hexdigest()]
     if cfg.source == "hub":
         return ["hub", cfg.path, cfg.revision, cfg.train_split, cfg.eval_split]
     digests = []

@@ -219,11 +219,12 @@ def _pruning_callback(cfg, run_dir: Path):
     """Inside an Optuna sweep: report eval losses to this job's trial so its pruner can stop it."""
     from sweep.pruning import PruningCallback, job_trial
 
-    trial = job_trial(cfg.trial)
-    if trial is None:
+    found = job_trial(cfg.trial)
+    if found is None:
         return None
+    trial, report_at = found
     trial.set_user_attr("run_dir", str(run_dir.resolve()))
-    return PruningCallback(trial)
+    return PruningCallback(trial, report_at)
 
 
 def _sample_prompts(cfg, data) -> list[tuple[list[dict[str, str]], str]]:

@@ -231,8 +231,12 @@ class SFTOptunaSweeper(OptunaSweeper):
         enqueue_trials: list | None,
         pruner: Any = None,
         wait_timeout: float | None = None,
+        report_at: str = "schedule",
         **kwargs: Any,
     ):
+        if report_at not in ("schedule", "step"):
+            raise ValueError(f"hydra.sweeper.report_at={report_at!r} must be 'schedule' or 'step'.")
+        self.report_at = report_at
         super().__init__(**kwargs)
         self.max_failures = max_failures
         self.enqueue_trials = [dict(t) for t in enqueue_trials or []]
@@ -450,6 +454,9 @@ class SFTOptunaSweeperConf(OptunaSweeperConf):
     pruner: Any = None  # optuna pruner config (_target_: optuna.pruners.MedianPruner …); null = no pruning
     # seconds a worker with nothing left to start waits for other workers' running trials before it reports
     wait_timeout: float | None = 86400.0
+    # what the pruner compares trials at: "schedule" (percent of each trial's own schedule, so 1- and
+    # 3-epoch trials meet at the same phase) or "step" (the global optimizer step)
+    report_at: str = "schedule"
 
 
 def register() -> None:

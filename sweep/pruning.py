@@ -18,8 +18,9 @@ from sweep.optuna_sweeper import PRUNED_AT
 log = logging.getLogger(__name__)
 
 
-def job_trial(number: int | None) -> optuna.Trial | None:
-    """This job's running trial, or None outside an Optuna sweep (plain runs and grid multiruns)."""
+def job_trial(number: int | None) -> tuple[optuna.Trial, str] | None:
+    """This job's running trial and the sweeper's report_at, or None outside an Optuna sweep (plain runs
+    and Hydra's basic multiruns)."""
     if number is None:
         return None
     from hydra.core.hydra_config import HydraConfig
@@ -34,22 +35,35 @@ def job_trial(number: int | None) -> optuna.Trial | None:
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     trial = optuna.Trial(study, trial_id)
     trial.set_user_attr("pid", os.getpid())
-    return trial
+    return trial, sweeper.get("report_at", "schedule")
+
+
+def report_step(step: int, max_steps: int, report_at: str) -> int:
+    """The step an eval is reported at. "schedule": percent of the trial's own schedule (0-100), so trials of
+    1 and 3 epochs are compared at the same phase of their learning-rate schedules (at global step s, a
+    1-epoch trial is deeper into its decay than a 3-epoch one). "step": the global optimizer step."""
+    if report_at == "schedule":
+        return round(100 * step / max_steps)
+    return step
 
 
 class PruningCallback(TrainerCallback):
-    """Reports each eval loss to the trial; stops training when the pruner says the trial is clearly worse
-    than earlier ones at the same step, and marks it for the sweeper to record as PRUNED."""
+    """Reports each eval loss to the trial (at its phase of the schedule, see `report_step`), never inside
+    warmup; stops training when the pruner says the trial is clearly worse than others at the same phase,
+    and marks it for the sweeper to record as PRUNED."""
 
-    def __init__(self, trial: optuna.Trial):
+    def __init__(self, trial: optuna.Trial, report_at: str = "schedule"):
         self.trial = trial
+        self.report_at = report_at
         self.pruned_at: int | None = None
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         loss = (metrics or {}).get("eval_loss")
         if loss is None or state.global_step == 0 or not math.isfinite(loss):
             return  # a non-finite loss fails the trial instead (NonFiniteLossCallback)
-        self.trial.report(loss, state.global_step)
+        if state.global_step <= args.get_warmup_steps(state.max_steps):
+            return  # the loss is still falling at the rate warmup allows: no judgement yet
+        self.trial.report(loss, report_step(state.global_step, state.max_steps, self.report_at))
         if self.trial.should_prune():
             self.pruned_at = state.global_step
             self.trial.set_user_attr(PRUNED_AT, state.global_step)
