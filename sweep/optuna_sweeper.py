@@ -51,7 +51,8 @@ HOLDS_A_PLACE = (*DONE, TrialState.RUNNING, TrialState.WAITING)
 SURPLUS = "surplus"  # fail_reason prefix of a trial asked after other workers had taken the last place
 DUPLICATE = "duplicate"  # fail_reason prefix of an enqueued parameter set another worker enqueued too
 POLL_SECONDS = 2.0  # how often a worker with nothing left to start looks at the others' trials
-SAMPLER_WHITELIST = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")
+# what sweep configs may instantiate (Hydra asks for an allow-list): samplers and pruners
+OPTUNA_TARGETS = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*", "optuna.pruners.*")
 
 WORKER = "worker"
 
@@ -368,7 +369,7 @@ class SFTOptunaSweeper(OptunaSweeper):
         if seed is None or self.grid is not None:  # GridSampler's seed orders the grid: one for all trials
             return
         study.sampler = instantiate(
-            self.sampler_config, seed=int(seed) + number, _execution_whitelist_=SAMPLER_WHITELIST
+            self.sampler_config, seed=int(seed) + number, _execution_whitelist_=OPTUNA_TARGETS
         )
 
     def _enqueue_new(self, study: optuna.Study) -> None:

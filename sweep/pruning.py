@@ -13,7 +13,7 @@ import optuna
 from hydra.utils import instantiate
 from transformers import TrainerCallback
 
-from sweep.optuna_sweeper import PRUNED_AT
+from sweep.optuna_sweeper import OPTUNA_TARGETS, PRUNED_AT
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,11 @@ def job_trial(number: int | None) -> tuple[optuna.Trial, str] | None:
     sweeper = HydraConfig.get().sweeper
     if "study_name" not in sweeper or "storage" not in sweeper:
         return None
-    pruner = instantiate(sweeper.pruner) if sweeper.get("pruner") else optuna.pruners.NopPruner()
+    pruner = (
+        instantiate(sweeper.pruner, _execution_whitelist_=OPTUNA_TARGETS)
+        if sweeper.get("pruner")
+        else optuna.pruners.NopPruner()
+    )
     study = optuna.load_study(study_name=sweeper.study_name, storage=sweeper.storage, pruner=pruner)
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     trial = optuna.Trial(study, trial_id)
