@@ -252,9 +252,9 @@ def main(argv: list[str] | None = None) -> None:
     from hydra import compose, initialize_config_dir
 
     from src import data as data_stage
+    from src.config import CONF_DIR
     from src.model import load_tokenizer, resolve_base
     from src.plan import resolve_checkpointing
-    from src.train import CONF_DIR
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = list(sys.argv[1:] if argv is None else argv)

@@ -76,12 +76,15 @@ class SampleGenerationCallback(TrainerCallback):
         self.every_evals = every_evals
         self.evals = 0
 
-    def sample(self, model, tag: str, step: int) -> list[dict[str, str]]:
+    def generate(self, model) -> list[dict[str, str]]:
         replies = generate_replies(model, self.tokenizer, [p for p, _ in self.prompts], self.max_new_tokens)
-        samples = [
+        return [
             {"prompt": p[-1]["content"], "reference": r, "prediction": y}
             for (p, r), y in zip(self.prompts, replies)
         ]
+
+    def sample(self, model, tag: str, step: int) -> list[dict[str, str]]:
+        samples = self.generate(model)
         log_samples(self.writer, samples, tag, step)
         return samples
 
@@ -93,12 +96,42 @@ class SampleGenerationCallback(TrainerCallback):
             self.sample(model, "during_training", state.global_step)
 
 
-def write_hparams(writer, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
-    """Write the HPARAMS-tab summary into the run's own log dir (transformers no longer does this)."""
+# how a run ended (metrics.json "status") -> the trial state shown in the HPARAMS table, and TensorBoard's
+# session status: only finished runs show as successful; a pruned run did not fail, but did not finish either
+RUN_STATES = {"finished": ("COMPLETE", "STATUS_SUCCESS"), "pruned": ("PRUNED", "STATUS_UNKNOWN")}
+FAILED = ("FAIL", "STATUS_FAILURE")
+
+
+def write_hparams(
+    writer, hparams: dict[str, Any], metrics: dict[str, float], status: str = "finished"
+) -> None:
+    """Write the HPARAMS-tab summary into the run's own log dir (transformers no longer does this), with
+    the run's state as a column and as TensorBoard's session status (torch's add_hparams always says
+    success, so the session-end record is written here)."""
     if writer is None:
         return
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.plugins.hparams.api_pb2 import Status
+    from tensorboard.plugins.hparams.metadata import PLUGIN_DATA_VERSION, PLUGIN_NAME, SESSION_END_INFO_TAG
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo
+    from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+    state, session_status = RUN_STATES.get(status, FAILED)
     clean = {k: (v if isinstance(v, int | float | str | bool) else str(v)) for k, v in hparams.items()}
-    writer.add_hparams(clean, {f"hparam/{k}": float(v) for k, v in metrics.items()}, run_name=".")
+    clean["state"] = state
+    scalars = {f"hparam/{k}": float(v) for k, v in metrics.items()}
+    experiment, session_start, _always_success = hparams_summaries(clean, scalars)
+    end = SessionEndInfo(status=Status.Value(session_status))
+    content = HParamsPluginData(session_end_info=end, version=PLUGIN_DATA_VERSION)
+    metadata = SummaryMetadata(
+        plugin_data=SummaryMetadata.PluginData(plugin_name=PLUGIN_NAME, content=content.SerializeToString())
+    )
+    session_end = Summary(value=[Summary.Value(tag=SESSION_END_INFO_TAG, metadata=metadata)])
+    file_writer = writer._get_file_writer()
+    for summary in (experiment, session_start, session_end):
+        file_writer.add_summary(summary)
+    for name, value in scalars.items():
+        writer.add_scalar(name, value)
     writer.flush()
 
 

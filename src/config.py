@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, Union
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the config groups (train.yaml and its folders)
 
 
 class ConfigError(ValueError):
@@ -190,9 +192,19 @@ CHOICES = {
     "data.task_metric": {"none", "exact_match", "json_exact_match"},
     "data.on_bad_example": {"fail", "skip"},
     "memory.bnb_4bit_quant_type": {"nf4", "fp4"},
-    "memory.bnb_4bit_compute_dtype": {"bfloat16", "float16", "float32"},
+    "memory.bnb_4bit_compute_dtype": {"bfloat16", "float16", "float32", "auto"},
     "memory.bnb_4bit_quant_storage": {"uint8", "bfloat16", "float16", "float32"},
 }
+
+
+def compose(overrides: list[str] | tuple[str, ...] = (), with_hydra: bool = False) -> DictConfig:
+    """`train.yaml` composed with command-line overrides, as `python -m src.train` would, outside a Hydra
+    app (plan, bench, replay, report and tests); `with_hydra` keeps the `hydra` node (sweeper settings)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR)):
+        return hydra_compose("train", overrides=list(overrides), return_hydra_config=with_hydra)
 
 
 def trains_on_cpu(cfg: Any) -> bool:

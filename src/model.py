@@ -27,12 +27,24 @@ DTYPES = {
 }
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX). Without it torch emulates bf16
+    matmuls: measured 1.2 GFLOP/s against 78 GFLOP/s in fp32 on a 2-core AVX2 EPYC (torch 2.13), so a QLoRA
+    step with bf16 compute took 38 s instead of 9 s. torch has no public query; this private op (checked on
+    torch 2.13.0) is what its own tests use."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def torch_dtype(name: str) -> torch.dtype:
-    """Map a config dtype name to torch; "auto" picks bf16 where the hardware has it, else fp32 (CPU) / fp16."""
+    """Map a config dtype name to torch; "auto" picks bf16 where the hardware computes in it (else fp16 on
+    older GPUs, fp32 on CPUs without bf16 instructions)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     return DTYPES[name]
 
 

@@ -247,8 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from src.config import validate
-    from src.train import CONF_DIR
+    from src.config import CONF_DIR, validate
 
     overrides = list(sys.argv[1:] if argv is None else argv)
     with initialize_config_dir(config_dir=str(CONF_DIR)):

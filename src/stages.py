@@ -16,14 +16,17 @@ from transformers.integrations import TensorBoardCallback
 from src import data as data_stage
 from src import distributed
 from src import model as model_stage
+from src.baseline import baseline_path, read_baseline, write_baseline
 from src.callbacks import (
     NonFiniteLossCallback,
     SampleGenerationCallback,
     ThroughputCallback,
     TrainingDiverged,
+    log_samples,
     peak_memory_gb,
     write_hparams,
 )
+from src.config import trains_on_cpu
 from src.evaluate import prompt_and_reference, task_metric
 from src.export import merge_adapter, save_adapter
 from src.run_info import claim_run_dir, hparams, summary_lines, write_metrics
@@ -74,17 +77,18 @@ class TrainingRun:
     sampler: SampleGenerationCallback
     throughput: ThroughputCallback
     guard: NonFiniteLossCallback
+    baseline_cache: Path | None = None  # where the untouched model's baseline is cached (src/baseline.py)
     pruning: Any = None  # sweep.pruning.PruningCallback inside an Optuna sweep
     resume_from: Path | None = None  # checkpoint to continue from (resume=true)
     run_dir: Path | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
 
-    def task_scores(self, tag: str, step: int) -> dict[str, float]:
+    def measure_task(self) -> tuple[dict[str, float], list[dict[str, str]]]:
         """Generate answers for held-out prompts and score them (main process only: they are logged)."""
         cfg = self.cfg
         if not distributed.is_main():
-            return {}
-        scores, samples = task_metric(
+            return {}, []
+        return task_metric(
             self.trainer.model,
             self.tokenizer,
             self.data.eval_conversations,
@@ -93,6 +97,8 @@ class TrainingRun:
             cfg.eval.max_new_tokens,
             cfg.memory.per_device_eval_batch_size * 2,
         )
+
+    def log_task(self, tag: str, step: int, scores: dict[str, float], samples: list[dict[str, str]]) -> None:
         for name, value in scores.items():
             log.info("task metric %s %s: %.3f", tag, name, value)
             if self.writer is not None:
@@ -103,7 +109,34 @@ class TrainingRun:
                 "\n\n".join(f"`{s['prediction']}` (reference `{s['reference']}`)" for s in samples[:8]),
                 step,
             )
-        return scores
+
+    def measure_baseline(self) -> dict[str, Any]:
+        """The untouched model: eval loss and task metric (eval.before_training) and sample generations."""
+        baseline: dict[str, Any] = {}
+        if self.cfg.eval.before_training:
+            baseline["eval_loss"] = self.trainer.evaluate()["eval_loss"]  # collective under DDP
+            baseline["task"], baseline["task_samples"] = self.measure_task()
+        if distributed.is_main():
+            baseline["samples"] = self.sampler.generate(self.trainer.model)
+        return baseline
+
+    def baseline(self) -> dict[str, Any]:
+        """Measured once per base model, eval set and generation settings (src/baseline.py), else read back:
+        every trial of a sweep after the first skips it. Logged as if measured (TensorBoard included)."""
+        started = time.perf_counter()
+        cached = distributed.main_decides(lambda: read_baseline(self.baseline_cache))
+        baseline = cached or self.measure_baseline()
+        if cached is None and distributed.is_main():
+            write_baseline(self.baseline_cache, baseline)
+        how = f"read from {self.baseline_cache}" if cached else "measured"
+        log.info("untouched model's baseline %s in %.1f s", how, time.perf_counter() - started)
+        if "eval_loss" in baseline:
+            log.info("eval loss before training: %.4f", baseline["eval_loss"])
+            if cached and self.writer is not None:  # what the trainer's evaluate() would have logged
+                self.writer.add_scalar("eval/loss", baseline["eval_loss"], 0)
+            self.log_task("before_training", 0, baseline.get("task", {}), baseline.get("task_samples", []))
+        log_samples(self.writer, baseline.get("samples", []), "before_training", 0)
+        return baseline
 
     def train(self) -> dict[str, Any]:
         cfg, trainer = self.cfg, self.trainer
@@ -113,13 +146,11 @@ class TrainingRun:
             baseline = json.loads(baseline_file.read_text()) if baseline_file.exists() else {}
             log.info("Resuming from %s", self.resume_from)
         else:
-            if cfg.eval.before_training:
-                baseline["eval_loss"] = trainer.evaluate()["eval_loss"]
-                log.info("eval loss before training: %.4f", baseline["eval_loss"])
-                baseline["task"] = self.task_scores("before_training", 0)
+            baseline = self.baseline()
             if distributed.is_main():
-                baseline_file.write_text(json.dumps(baseline))
-                self.sampler.sample(trainer.model, "before_training", 0)
+                baseline_file.write_text(
+                    json.dumps({k: baseline[k] for k in ("eval_loss", "task") if k in baseline})
+                )
         started = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
         train_seconds = time.perf_counter() - started
@@ -137,7 +168,8 @@ class TrainingRun:
         if state.best_metric is not None:
             best_loss = state.best_metric
         distributed.check_replicas_agree(trainer.model)
-        after_task = self.task_scores("after_training", state.global_step)
+        after_task, after_samples = self.measure_task()
+        self.log_task("after_training", state.global_step, after_task, after_samples)
         if distributed.is_main():
             self.sampler.sample(trainer.model, "after_training", state.global_step)
         tokens = state.num_input_tokens_seen
@@ -211,7 +243,18 @@ def build_run(cfg, model, tokenizer, data, run_dir: Path, resume_from: Path | No
     for line in summary_lines(cfg, trainer.model, total, warmup, compute_dtype(cfg)):
         log.info(line)
     return TrainingRun(
-        cfg, trainer, tokenizer, data, writer, sampler, throughput, guard, pruning, resume_from, run_dir
+        cfg,
+        trainer,
+        tokenizer,
+        data,
+        writer,
+        sampler,
+        throughput,
+        guard,
+        baseline_cache=baseline_path(cfg, data.cache_path, trains_on_cpu(cfg)),
+        pruning=pruning,
+        resume_from=resume_from,
+        run_dir=run_dir,
     )
 
 
@@ -250,16 +293,19 @@ def finish(run: TrainingRun, metrics: dict[str, Any], run_dir: Path) -> None:
         if run.guard.problem:
             raise TrainingDiverged(run.guard.problem)
         return
-    if run.guard.problem:
-        run.writer.close()
-        write_metrics(run_dir, metrics)
-        raise TrainingDiverged(run.guard.problem)
-    task_after = metrics["task_metric"]["after"]
+    task_after = (metrics.get("task_metric") or {}).get("after", {})
+    objectives = {
+        key: metrics[key] for key in ("best_eval_loss", "wall_seconds") if isinstance(metrics.get(key), float)
+    }
     write_hparams(
         run.writer,
         hparams(run.cfg),
-        {"best_eval_loss": metrics["best_eval_loss"], **{f"task_{k}": v for k, v in task_after.items()}},
+        {**objectives, **{f"task_{k}": v for k, v in task_after.items()}},
+        metrics.get("status", "finished"),
     )
     run.writer.close()
+    if run.guard.problem:
+        write_metrics(run_dir, metrics)
+        raise TrainingDiverged(run.guard.problem)
     path = write_metrics(run_dir, metrics)
     log.info("Run folder: %s (metrics: %s)", run_dir, path.name)

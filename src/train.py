@@ -23,16 +23,14 @@ from src import distributed  # noqa: E402
 from src.config import ConfigError, TrainConfig, trains_on_cpu, validate  # noqa: E402
 from src.plan import resolve_checkpointing  # noqa: E402
 from src.redact import install_log_redaction, redact, redact_files  # noqa: E402
-from sweep.optuna_sweeper import register as register_sweeper  # noqa: E402
 
-register_sweeper()  # hydra/sweeper=sft_optuna, used by conf/hparams_search presets
 install_log_redaction()  # no token or database password reaches a log
 log = logging.getLogger("src.train")
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
-def train(dict_cfg: DictConfig) -> float:
-    """Run one fine-tuning job and return its best eval loss (the sweep objective)."""
+def train(dict_cfg: DictConfig) -> dict:
+    """Run one fine-tuning job and return its metrics (metrics.json): the sweeper scores trials by them
+    (hydra.sweeper.objective, best_eval_loss by default)."""
     cfg: TrainConfig = OmegaConf.to_object(dict_cfg)  # typed; Hydra has already refused unknown keys
     own_dir = Path(cfg.paths.output_dir)
     with distributed.own_folder_removed_if_unused(own_dir) as shared:
@@ -62,7 +60,7 @@ def train(dict_cfg: DictConfig) -> float:
     stages.save(cfg, run, base, tokenizer, run_dir)
     metrics["wall_seconds"] = time.perf_counter() - started
     stages.finish(run, metrics, run_dir)
-    return metrics["best_eval_loss"]
+    return metrics
 
 
 def _in_multirun() -> bool:
@@ -79,7 +77,7 @@ def release_memory() -> None:
 
 
 @hydra.main(config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> dict:
     failure = None
     try:
         return train(cfg)

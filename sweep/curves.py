@@ -1,12 +1,18 @@
 """Every trial's eval-loss curve as rows of a small CSV: what `python -m sweep.replay` replays.
 
     python -m sweep.curves outputs/sweeps/grid_default outputs/sweeps/grid_default_seeds_* \
-        -o benchmarks/grid_default.csv
+        -o benchmarks/grid_default.csv [--keep benchmarks/grid_default.csv]
+    python -m sweep.curves --restore benchmarks/grid_default.csv hparams_search=grid_default [overrides]
 
 One row per eval of a finished trial: the study and trial, the hyperparameters that define the run (read
 from the trial's own resolved config.yaml, so fixed overrides are recorded too, not only searched ones), its
 planned steps and wall time, and the eval's step, phase of the schedule, tokens seen and eval loss.
 Reading the trial folders (not the study) keeps the export independent of where the study was stored.
+
+`--restore` is how a grid recording resumes on a machine that has only the CSV (hours of CPU are not
+repeated): the CSV's finished trials of the grid study named by the overrides are added to a fresh study
+in its storage as COMPLETE trials on their grid points, so GridSampler runs only the points still missing.
+`--keep` then carries their rows into the new export.
 """
 
 from __future__ import annotations
@@ -118,16 +124,80 @@ def read_csv(path: Path) -> list[dict[str, Any]]:
         return [{key: number(value) for key, value in row.items()} for row in csv.DictReader(handle)]
 
 
+def restore_grid_study(csv_path: Path, overrides: list[str]) -> int:
+    """Add the CSV's finished trials of the grid study that `overrides` (those of the recording's
+    `python -m src.train -m …` command) define to that study's storage, each on its grid point; returns
+    how many were added. Trials already in the study are left alone."""
+    import optuna
+    from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
+    from omegaconf import OmegaConf
+
+    from src.config import compose
+    from sweep.optuna_sweeper import open_study
+
+    cfg = compose(overrides, with_hydra=True)
+    sweeper = cfg.hydra.sweeper
+    if OmegaConf.select(sweeper, "sampler._target_") != "optuna.samplers.GridSampler":
+        raise SystemExit("--restore needs a grid sweep (hydra/sweeper/sampler=grid).")
+    params = [f"{k}={v}" for k, v in sweeper.params.items()]
+    space, fixed, _ = create_params_from_overrides(params + [o for o in overrides if "=" in o])
+    for name in fixed:
+        space.pop(name, None)
+    grid = {name: OptunaSweeperImpl._to_grid_sampler_choices(d) for name, d in space.items()}
+    # GridSampler numbers its grid points after shuffling them with its seed: the same seed, the same ids.
+    # Its grid and search-space attributes are private; rebuilding them is the only way to mark a point
+    # visited (checked on optuna 5.0.0).
+    sampler = optuna.samplers.GridSampler(grid, seed=sweeper.sampler.get("seed"))
+    points = sampler._all_grids
+    names = sampler._param_names
+    study = open_study(
+        OmegaConf.to_container(sweeper, resolve=True)["storage"], study_name=sweeper.study_name
+    )
+    done = {(t.user_attrs.get("restored_trial"), t.number) for t in study.get_trials(deepcopy=False)}
+    by_trial: dict[int, list[dict[str, Any]]] = {}
+    for row in read_csv(csv_path):
+        if row["study"] == sweeper.study_name and row["status"] == "finished":
+            by_trial.setdefault(row["trial"], []).append(row)
+    added = 0
+    for number, rows in sorted(by_trial.items()):
+        if any(number in pair for pair in done):
+            continue
+        values = tuple(rows[0][name] for name in names)
+        grid_id = next(i for i, point in enumerate(points) if all(a == b for a, b in zip(point, values)))
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState.COMPLETE,
+                params=dict(zip(names, points[grid_id])),
+                distributions={n: optuna.distributions.CategoricalDistribution(grid[n]) for n in names},
+                value=min(r["eval_loss"] for r in rows),
+                user_attrs={"restored_trial": number, "restored_from": str(csv_path)},
+                system_attrs={"grid_id": grid_id, "search_space": sampler._search_space},
+            )
+        )
+        added += 1
+    return added
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep_dirs", nargs="+", type=Path, help="sweep folders holding trial_N/ folders")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="the CSV to write")
-    args = parser.parse_args(argv)
+    parser.add_argument("sweep_dirs", nargs="*", type=Path, help="sweep folders holding trial_N/ folders")
+    parser.add_argument("-o", "--output", type=Path, help="the CSV to write")
+    parser.add_argument("--keep", type=Path, help="an earlier CSV whose trials missing from the folders stay")
+    parser.add_argument("--restore", type=Path, help="a CSV to restore a grid study from (see above)")
+    args, overrides = parser.parse_known_args(argv)
+    if args.restore:
+        added = restore_grid_study(args.restore, [*map(str, args.sweep_dirs), *overrides])
+        print(f"Restored {added} finished trial(s) from {args.restore}")
+        return
     missing = [str(d) for d in args.sweep_dirs if not d.is_dir()]
-    if missing:
-        raise SystemExit(f"Not a sweep folder: {', '.join(missing)}.")
-    count = write_csv((row for folder in args.sweep_dirs for row in sweep_rows(folder)), args.output)
-    print(f"Wrote {count} evals of {len(args.sweep_dirs)} sweep folder(s) to {args.output}")
+    if missing or not args.sweep_dirs or not args.output:
+        raise SystemExit(f"Give sweep folders and -o CSV (not a sweep folder: {', '.join(missing) or '-'}).")
+    rows = [row for folder in args.sweep_dirs for row in sweep_rows(folder)]
+    if args.keep and args.keep.is_file():
+        exported = {(r["study"], r["trial"]) for r in rows}
+        rows = [r for r in read_csv(args.keep) if (r["study"], r["trial"]) not in exported] + rows
+    count = write_csv(rows, args.output)
+    print(f"Wrote {count} evals to {args.output}")
 
 
 if __name__ == "__main__":

@@ -27,16 +27,13 @@ import os
 import random
 import socket
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper import _impl
-from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
@@ -111,6 +108,33 @@ def tell(study: optuna.Study, trial: optuna.Trial | int, **outcome: Any) -> None
     except RuntimeError as error:
         if "Study.stop" not in str(error):
             raise
+
+
+def objective_view(metrics: dict[str, Any]) -> dict[str, float]:
+    """The values a sweep can optimise, from a job's metrics: every number in metrics.json (best_eval_loss,
+    wall_seconds, train_seconds, peak_memory_gb …), `task_metric` (the score data.task_metric names, after
+    training) and `task_metric.<score>` (each score the task metric reports, e.g. task_metric.valid_json)."""
+    view = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    task = metrics.get("task_metric") or {}
+    after = task.get("after") or {}
+    for name, value in after.items():
+        view[f"task_metric.{name}"] = float(value)
+    if task.get("name") in after:
+        view["task_metric"] = float(after[task["name"]])
+    return view
+
+
+def objective_values(returned: Any, objectives: list[str]) -> list[float]:
+    """The job's values of the sweep's objectives (a job that returns one number has one objective)."""
+    if not isinstance(returned, dict):
+        return [float(returned)]
+    view = objective_view(returned)
+    missing = [name for name in objectives if name not in view]
+    if missing:
+        raise ValueError(
+            f"hydra.sweeper.objective {missing} not among the job's metrics; choose from {sorted(view)}"
+        )
+    return [view[name] for name in objectives]
 
 
 class SweepAborted(RuntimeError):
@@ -233,11 +257,20 @@ class SFTOptunaSweeper(OptunaSweeper):
         pruner: Any = None,
         wait_timeout: float | None = None,
         report_at: str = "schedule",
+        objective: Any = "best_eval_loss",
         **kwargs: Any,
     ):
         if report_at not in ("schedule", "step"):
             raise ValueError(f"hydra.sweeper.report_at={report_at!r} must be 'schedule' or 'step'.")
         self.report_at = report_at
+        self.objectives = [objective] if isinstance(objective, str) else [str(o) for o in objective]
+        directions = kwargs.get("direction")
+        count = 1 if isinstance(directions, str) or not hasattr(directions, "__len__") else len(directions)
+        if count != len(self.objectives):
+            raise ValueError(
+                f"hydra.sweeper.objective names {len(self.objectives)} objective(s) {self.objectives} but "
+                f"hydra.sweeper.direction gives {count} direction(s); give one direction per objective."
+            )
         super().__init__(**kwargs)
         self.max_failures = max_failures
         self.enqueue_trials = [dict(t) for t in enqueue_trials or []]
@@ -263,8 +296,10 @@ class SFTOptunaSweeper(OptunaSweeper):
             impl.storage,
             study_name=impl.study_name,
             sampler=impl.sampler,
-            direction=impl._get_directions()[0],
+            directions=impl._get_directions(),
         )
+        if study.metric_names is None:  # the report's column names
+            study.set_metric_names(self.objectives)
         fail_stale_trials(study)
         self._enqueue_new(study)
         done = finished_trials(study)
@@ -380,7 +415,7 @@ class SFTOptunaSweeper(OptunaSweeper):
     def _tell(self, study: optuna.Study, trial: optuna.Trial, result) -> bool:
         """Record one job's outcome; True if the trial counts as finished (complete or pruned)."""
         try:
-            value = float(result.return_value)
+            values = objective_values(result.return_value, self.objectives)
         except Exception as error:  # the job raised: JobReturn re-raises it here
             # src.train raises JobFailed("<original exception type>: <message>") for failed jobs
             reason = (
@@ -397,31 +432,47 @@ class SFTOptunaSweeper(OptunaSweeper):
             tell(study, trial, state=TrialState.PRUNED)
             log.info("Trial %d pruned at step %s", trial.number, attrs[PRUNED_AT])
             return True
-        if not math.isfinite(value):
-            trial.set_user_attr(FAIL_REASON, f"objective is {value}")
+        if not all(math.isfinite(v) for v in values):
+            trial.set_user_attr(FAIL_REASON, f"objective is {values}")
             tell(study, trial, state=TrialState.FAIL)
             return False
-        tell(study, trial, values=value)
+        tell(study, trial, values=values)
         return True
 
     def _write_results(self, study: optuna.Study) -> None:
+        """optimization_results.yaml: the best trial, or with several objectives the Pareto front."""
         sweep_dir = Path(self.sweeper.config.hydra.sweep.dir)
-        try:
-            best = study.best_trial
-        except ValueError:
+        objectives = dict(zip(self.objectives, study.directions))
+        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             log.warning("No trial finished; nothing to report.")
             return
-        results = {
-            "name": "optuna",
-            "best_trial": best.number,
-            "best_params": best.params,
-            "best_value": best.value,
-        }
+        if len(objectives) == 1:
+            best = study.best_trial
+            results = {
+                "name": "optuna",
+                "objective": self.objectives[0],
+                "best_trial": best.number,
+                "best_params": best.params,
+                "best_value": best.value,
+            }
+            log.info(
+                "Best trial %d: %s %.4f with %s", best.number, self.objectives[0], best.value, best.params
+            )
+        else:
+            front = sorted(study.best_trials, key=lambda t: t.number)
+            results = {
+                "name": "optuna",
+                "objectives": {name: direction.name.lower() for name, direction in objectives.items()},
+                "pareto_front": [
+                    {"trial": t.number, "params": t.params, "values": dict(zip(self.objectives, t.values))}
+                    for t in front
+                ],
+            }
+            log.info("Pareto front of %s: trials %s", self.objectives, [t.number for t in front])
         sweep_dir.mkdir(parents=True, exist_ok=True)
         write_atomically(
             sweep_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(results))
         )
-        log.info("Best trial %d: eval loss %.4f with %s", best.number, best.value, best.params)
         log.info("Report: python -m sweep.report %s", sweep_dir)
 
 
@@ -433,7 +484,7 @@ def recovered_outcome(study: optuna.Study, trial: optuna.Trial, error: Exception
     path = Path(run_dir) / "metrics.json" if run_dir else None
     metrics = json.loads(path.read_text()) if path is not None and path.is_file() else {}
     if metrics.get("status") in ("finished", "pruned"):
-        return JobReturn(status=JobStatus.COMPLETED, _return_value=metrics["best_eval_loss"])
+        return JobReturn(status=JobStatus.COMPLETED, _return_value=metrics)
     lost = JobLost(f"the launcher lost this job: {type(error).__name__}: {error}")
     return JobReturn(status=JobStatus.FAILED, _return_value=lost)
 
@@ -445,26 +496,3 @@ class JobLost(RuntimeError):
 def describe_worker(trial: FrozenTrial) -> str:
     worker = trial.user_attrs.get(WORKER) or {}
     return f"pid {worker.get('pid', '?')} on {worker.get('host', '?')}"
-
-
-@dataclass
-class SFTOptunaSweeperConf(OptunaSweeperConf):
-    _target_: str = f"{SFTOptunaSweeper.__module__}.{SFTOptunaSweeper.__name__}"
-    max_failures: int = 3  # failed trials (NaN, OOM, errors) tolerated per invocation before aborting
-    enqueue_trials: list[Any] = field(default_factory=list)  # parameter sets to try first
-    pruner: Any = None  # optuna pruner config (_target_: optuna.pruners.MedianPruner …); null = no pruning
-    # seconds a worker with nothing left to start waits for other workers' running trials before it reports
-    wait_timeout: float | None = 86400.0
-    # what the pruner compares trials at: "schedule" (percent of each trial's own schedule, so 1- and
-    # 3-epoch trials meet at the same phase) or "step" (the global optimizer step)
-    report_at: str = "schedule"
-
-
-def register() -> None:
-    """Make `hydra/sweeper=sft_optuna` available; Hydra only instantiates registered plugin classes."""
-    from hydra.core.plugins import Plugins
-
-    Plugins.instance().register(SFTOptunaSweeper)
-    ConfigStore.instance().store(
-        group="hydra/sweeper", name="sft_optuna", node=SFTOptunaSweeperConf, provider="sft-sweep"
-    )

@@ -36,6 +36,9 @@ def job_trial(number: int | None) -> tuple[optuna.Trial, str] | None:
         else optuna.pruners.NopPruner()
     )
     study = optuna.load_study(study_name=sweeper.study_name, storage=sweeper.storage, pruner=pruner)
+    if len(study.directions) > 1:
+        log.info("Pruning is off: Optuna prunes single-objective studies only")
+        return None
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     trial = optuna.Trial(study, trial_id)
     trial.set_user_attr("pid", os.getpid())
@@ -67,7 +70,9 @@ class PruningCallback(TrainerCallback):
             return  # a non-finite loss fails the trial instead (NonFiniteLossCallback)
         if state.global_step <= args.get_warmup_steps(state.max_steps):
             return  # the loss is still falling at the rate warmup allows: no judgement yet
-        self.trial.report(loss, report_step(state.global_step, state.max_steps, self.report_at))
+        # the pruner judges eval loss whatever the objective: negated where the study maximises (task_metric)
+        sign = 1.0 if self.trial.study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
+        self.trial.report(sign * loss, report_step(state.global_step, state.max_steps, self.report_at))
         if self.trial.should_prune():
             self.pruned_at = state.global_step
             self.trial.set_user_attr(PRUNED_AT, state.global_step)

@@ -128,7 +128,9 @@ def build_recording(curves: list[Curve], baselines: list[float]) -> Recording:
     fixed = {k: curves[0].config.get(k) for k in CONFIG_KEYS if k not in keys and k != "seed"}
     grid: dict[tuple, Curve] = {}
     repeats: dict[tuple, list[float]] = defaultdict(list)
-    for curve in curves:
+    seeds = [c.config.get("seed") for c in curves]
+    grid_seed = max(set(seeds), key=seeds.count)  # the seed most curves share: the grid's own runs
+    for curve in sorted(curves, key=lambda c: c.config.get("seed") != grid_seed):
         config = tuple(curve.config[k] for k in keys)
         grid.setdefault(config, curve)
         repeats[config].append(curve.best)
@@ -169,13 +171,11 @@ class Strategy:
 
 def compose_strategy(name: str, overrides: list[str]) -> Strategy:
     """Compose `train.yaml` with the preset's overrides, as `python -m src.train -m …` would."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from src.train import CONF_DIR
+    from src.config import compose
 
-    with initialize_config_dir(config_dir=str(CONF_DIR)):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    cfg = compose(overrides, with_hydra=True)
     sweeper = cfg.hydra.sweeper
     if "params" not in sweeper:
         raise SystemExit(f"Strategy {name!r} ({' '.join(overrides)}) is not an Optuna sweep preset.")
@@ -299,7 +299,10 @@ def replay_sweep(recording: Recording, strategy: Strategy, seed: int, max_steps:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = search_space(strategy)
     study = optuna.create_study(
-        direction="minimize", sampler=make_sampler(strategy, seed, space), pruner=make_pruner(strategy)
+        study_name=f"replay-{strategy.name}-{seed}",  # HyperbandPruner picks brackets by hashing the name
+        direction="minimize",
+        sampler=make_sampler(strategy, seed, space),
+        pruner=make_pruner(strategy),
     )
     for params in strategy.enqueue_trials:
         study.enqueue_trial(params, skip_if_exists=True)
@@ -354,7 +357,7 @@ def parse_arguments(argv: list[str]) -> tuple[Path, dict[str, dict[str, Any]], d
     (applied to every strategy). Without hparams_search, the strategies of conf/replay/default.yaml."""
     from omegaconf import OmegaConf
 
-    from src.train import CONF_DIR
+    from src.config import CONF_DIR
 
     if not argv or "=" in argv[0]:
         raise SystemExit(
@@ -389,6 +392,8 @@ def run(source: Path, strategies: dict[str, dict[str, Any]], settings: dict[str,
         strategy = compose_strategy(name, spec["overrides"])
         if spec.get("sampler"):
             strategy.sampler_config = dict(spec["sampler"])
+        if "pruner" in spec:
+            strategy.pruner_config = dict(spec["pruner"]) if spec["pruner"] else None
         traces[name] = [
             replay_sweep(recording, strategy, seed, max_steps) for seed in range(int(settings["seeds"]))
         ]

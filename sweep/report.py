@@ -9,18 +9,17 @@ import csv
 import json
 import logging
 import math
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.optuna_sweeper import FAIL_REASON, PRUNED_AT
 
 STATE_ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.FAIL: 3}
-SWEEP_ONLY_OVERRIDES = ("trial=", "hydra.")  # set by the sweeper, not part of a trial's own config
 
 
 def load_study(sweep_dir: Path, storage: str | None, study_name: str | None) -> optuna.Study:
@@ -43,18 +42,82 @@ def trial_metrics(trial: FrozenTrial) -> dict[str, Any]:
     return json.loads(path.read_text()) if path and path.is_file() else {}
 
 
+RUN_GROUPS = ("model", "lora", "optim", "data", "memory")  # config groups a single run picks options of
+NOT_RUN_SETTINGS = ("paths", "trial", "resume")  # where a run writes, not what it trains
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts into dotted keys (lists and values are leaves)."""
+    if not isinstance(node, dict) or not node:
+        return {prefix: node}
+    leaves = {}
+    for key, value in node.items():
+        leaves.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+    return leaves
+
+
+def override_value(value: Any) -> str:
+    """A value in Hydra's override grammar."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ",".join(override_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{override_value(v)}" for k, v in value.items()) + "}"
+    text = str(value)
+    if text and all(c.isalnum() or c in "_-./" for c in text) and not text[0].isdigit():
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def rerun_overrides(run_dir: Path) -> list[str]:
+    """The overrides that reproduce a trial as a plain single run: the options its config groups used, then
+    every value that differs from what those options compose to (the sampled parameters and whatever the
+    sweep preset fixed), read from the trial's own resolved config.yaml. No hparams_search (it would turn a
+    single run into a sweep preset), no trial=, no hydra settings."""
+    from omegaconf import OmegaConf
+
+    from src.config import compose
+
+    runtime = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.choices
+    choices = [f"{group}={runtime[group]}" for group in RUN_GROUPS if runtime.get(group)]
+    plain_cfg = compose([*choices, "paths.output_dir=.", "paths.cache_dir=."])  # no Hydra run to resolve
+    plain = _leaves(OmegaConf.to_container(plain_cfg, resolve=True))
+    trained = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+    differences = []
+    for key, value in _leaves(trained).items():
+        if key.split(".")[0] in NOT_RUN_SETTINGS:
+            continue
+        if key not in plain:
+            differences.append(f"++{key}={override_value(value)}")
+        elif plain[key] != value:
+            differences.append(f"{key}={override_value(value)}")
+    return choices + differences
+
+
 def trial_overrides(trial: FrozenTrial) -> list[str]:
-    """The overrides that reproduce this trial as a single run (from its Hydra job record)."""
+    """The overrides that reproduce this trial as a single run (from its folder; else its parameters)."""
     run_dir = trial.user_attrs.get("run_dir")
-    path = Path(run_dir) / ".hydra" / "overrides.yaml" if run_dir else None
-    if path and path.is_file():
-        overrides = yaml.safe_load(path.read_text())
-    else:
-        overrides = [f"{k}={v}" for k, v in trial.params.items()]
-    return [o for o in overrides if not o.startswith(SWEEP_ONLY_OVERRIDES)]
+    if run_dir and (Path(run_dir) / "config.yaml").is_file() and (Path(run_dir) / ".hydra").is_dir():
+        return rerun_overrides(Path(run_dir))
+    return [f"{k}={override_value(v)}" for k, v in trial.params.items()]
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    """The study's objectives as the sweeper named them (hydra.sweeper.objective)."""
+    if study.metric_names:
+        return list(study.metric_names)
+    if len(study.directions) == 1:
+        return ["best_eval_loss"]  # studies made before the sweeper named its objectives
+    return [f"objective_{i}" for i in range(len(study.directions))]
 
 
 def leaderboard(study: optuna.Study) -> list[dict[str, Any]]:
+    names = objective_names(study)
     rows = []
     for trial in study.get_trials(deepcopy=False):
         metrics = trial_metrics(trial)
@@ -65,18 +128,25 @@ def leaderboard(study: optuna.Study) -> list[dict[str, Any]]:
         note = trial.user_attrs.get(FAIL_REASON) or (
             f"pruned at step {trial.user_attrs[PRUNED_AT]}" if PRUNED_AT in trial.user_attrs else ""
         )
+        values = trial.values or [None] * len(names)
         rows.append(
             {
                 "trial": trial.number,
                 "state": trial.state.name,
-                "best_eval_loss": trial.value,
+                **dict(zip(names, values)),
                 "steps": steps,
                 "wall_seconds": seconds,
                 **{name: trial.params.get(name) for name in sorted(study_params(study))},
                 "note": note,
             }
         )
-    rows.sort(key=lambda r: (STATE_ORDER.get(TrialState[r["state"]], 4), r["best_eval_loss"] or math.inf))
+    first, sign = names[0], (1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1)
+    rows.sort(
+        key=lambda r: (
+            STATE_ORDER.get(TrialState[r["state"]], 4),
+            sign * r[first] if r[first] is not None else math.inf,
+        )
+    )
     return rows
 
 
@@ -187,10 +257,12 @@ def report(sweep_dir: Path, storage: str | None = None, study_name: str | None =
     if not complete:
         print("No complete trial yet.")
         return result
+    if len(study.directions) > 1:
+        return report_pareto_front(study, sweep_dir, result)
     best = study.best_trial
-    command = "python -m src.train " + " ".join(trial_overrides(best))
+    command = rerun_command(best)
     (sweep_dir / "best_overrides.txt").write_text(command + "\n")
-    print(f"\nBest trial {best.number}: best eval loss {best.value:.4f}")
+    print(f"\nBest trial {best.number}: {objective_names(study)[0]} {best.value:.4f}")
     for name, value in best.params.items():
         print(f"  {name} = {value}")
     print(f"Re-run it: {command}")
@@ -203,6 +275,57 @@ def report(sweep_dir: Path, storage: str | None = None, study_name: str | None =
     result["plots"] = write_plots(study, sweep_dir, with_importances=bool(scores))
     print(f"\nWrote leaderboard.csv, best_overrides.txt and {len(result['plots'])} plots to {sweep_dir}")
     return result
+
+
+def rerun_command(trial: FrozenTrial) -> str:
+    return "python -m src.train " + " ".join(shlex.quote(o) for o in trial_overrides(trial))
+
+
+def report_pareto_front(study: optuna.Study, sweep_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """Several objectives: the trials no other trial beats on every objective, each with its re-run line,
+    pareto_front.csv, and the Pareto-front plot (PNG and HTML)."""
+    names = objective_names(study)
+    front = sorted(study.best_trials, key=lambda t: t.number)
+    rows = [{"trial": t.number, **dict(zip(names, t.values)), **t.params} for t in front]
+    directions = ", ".join(f"{n} ({d.name.lower()})" for n, d in zip(names, study.directions))
+    print(f"\nPareto front over {directions}: {len(front)} trial(s)")
+    print(format_table(rows))
+    with (sweep_dir / "pareto_front.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = []
+    for trial in front:
+        values = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, trial.values))
+        lines += [f"# trial {trial.number}: {values}", rerun_command(trial)]
+    (sweep_dir / "best_overrides.txt").write_text("\n".join(lines) + "\n")
+    result.update(pareto_front=rows, plots=write_pareto_plot(study, sweep_dir, names))
+    print(f"\nWrote leaderboard.csv, pareto_front.csv, best_overrides.txt and the Pareto plot to {sweep_dir}")
+    return result
+
+
+def write_pareto_plot(study: optuna.Study, folder: Path, names: list[str]) -> list[Path]:
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna import visualization
+    from optuna.visualization import matplotlib as mpl_visualization
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    axes = mpl_visualization.plot_pareto_front(study, target_names=names)
+    figure = axes.figure
+    figure.set_size_inches(8, 5)
+    figure.tight_layout()
+    figure.savefig(folder / "pareto_front.png", dpi=120)
+    plt.close(figure)
+    visualization.plot_pareto_front(study, target_names=names).write_html(
+        folder / "pareto_front.html", include_plotlyjs="directory"
+    )
+    plot_curves(study, folder / "eval_loss_curves.png")
+    return [folder / "pareto_front.png", folder / "pareto_front.html", folder / "eval_loss_curves.png"]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -78,6 +78,21 @@ def logged_hparams(log_dir: Path) -> dict:
     return {}
 
 
+def logged_session_status(log_dir: Path) -> str | None:
+    """The session status TensorBoard's HPARAMS tab shows (session_end_info), e.g. STATUS_SUCCESS."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams.api_pb2 import Status
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    for events in log_dir.rglob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(events)).Load():
+            for value in event.summary.value:
+                if value.tag == "_hparams_/session_end_info":
+                    data = HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                    return Status.Name(data.session_end_info.status)
+    return None
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
     """URL of a throwaway PostgreSQL database on loopback (tests/postgres.py), removed after the session.

@@ -13,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from sweep.report import report
-from tests.conftest import ROOT, logged_hparams
+from tests.conftest import ROOT, logged_hparams, logged_session_status
 
 DIVERGE = "{optim.learning_rate:1e10,lora.r:8,optim.warmup_ratio:0.0}"
 
@@ -86,6 +86,8 @@ def test_sweep_runs_four_trials_in_the_search_space(sweep_dir):
         hparams = logged_hparams(folder / "tensorboard")  # the HPARAMS tab lists every trial
         assert hparams["learning_rate"] == pytest.approx(trial.params["optim.learning_rate"])
         assert hparams["lora_r"] == trial.params["lora.r"]
+        assert hparams["state"] == "COMPLETE"
+        assert logged_session_status(folder / "tensorboard") == "STATUS_SUCCESS"
 
 
 def test_diverging_trial_is_failed_with_its_reason(sweep_dir):
@@ -94,6 +96,10 @@ def test_diverging_trial_is_failed_with_its_reason(sweep_dir):
     assert "became nan" in failed[0].user_attrs["fail_reason"]
     metrics = json.loads((sweep_dir / "trial_0" / "metrics.json").read_text())
     assert metrics["status"] == "diverged"
+    assert (
+        logged_hparams(sweep_dir / "trial_0" / "tensorboard")["state"] == "FAIL"
+    )  # not a success in HPARAMS
+    assert logged_session_status(sweep_dir / "trial_0" / "tensorboard") == "STATUS_FAILURE"
 
 
 def test_rerun_with_more_trials_resumes_and_keeps_earlier_folders(sweep_dir):
@@ -124,6 +130,20 @@ def test_report_writes_leaderboard_plots_and_best_command(sweep_dir, capsys):
     assert f"lora.r={study.best_trial.params['lora.r']}" in command
 
 
+def test_best_overrides_rerun_the_best_trial_as_a_plain_single_run(sweep_dir, tmp_path):
+    report(sweep_dir)
+    command = (sweep_dir / "best_overrides.txt").read_text().split()
+    assert command[:3] == ["python", "-m", "src.train"]
+    assert not any(word.startswith(("hparams_search", "trial=", "hydra.", "-m")) for word in command[3:])
+    run_dir = tmp_path / "rerun"
+    result = subprocess.run(
+        [sys.executable, *command[1:], f"hydra.run.dir={run_dir}"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rerun = json.loads((run_dir / "metrics.json").read_text())
+    assert rerun["best_eval_loss"] == pytest.approx(load(sweep_dir).best_value, abs=1e-6)
+
+
 def test_median_pruner_stops_a_clearly_worse_trial(tmp_path):
     good = "{optim.learning_rate:0.01,lora.r:8,optim.warmup_ratio:0.0}"
     stalled = "{optim.learning_rate:1e-9,lora.r:8,optim.warmup_ratio:0.0}"
@@ -134,6 +154,8 @@ def test_median_pruner_stops_a_clearly_worse_trial(tmp_path):
     assert trial.state == TrialState.PRUNED and trial.user_attrs["pruned_at_step"] == 2
     metrics = json.loads((folder / "trial_2" / "metrics.json").read_text())
     assert metrics["status"] == "pruned" and metrics["global_step"] == 2 < metrics["planned_steps"] == 6
+    assert logged_hparams(folder / "trial_2" / "tensorboard")["state"] == "PRUNED"
+    assert logged_session_status(folder / "trial_2" / "tensorboard") == "STATUS_UNKNOWN"
     assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 4  # the sweep went on
 
 
@@ -169,3 +191,72 @@ def test_killed_sweep_resumes_with_the_interrupted_trial_failed(tmp_path):
     assert sum(s == TrialState.COMPLETE for s in states.values()) == 3
     assert len(study.trials) == 4
     assert folder_digest(folder / "trial_0") == finished_before
+
+
+def test_two_objective_sweep_reports_a_pareto_front(tmp_path, capsys):
+    folder = tmp_path / "pareto"
+    run_sweep(
+        folder,
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.objective=[best_eval_loss,wall_seconds]",
+        "hydra.sweeper.direction=[minimize,minimize]",
+    )
+    study = load(folder)
+    assert [d.name for d in study.directions] == ["MINIMIZE", "MINIMIZE"]
+    assert study.metric_names == ["best_eval_loss", "wall_seconds"]
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 3  # pruning is off with two objectives
+    for trial in complete:
+        metrics = json.loads((folder / f"trial_{trial.number}" / "metrics.json").read_text())
+        assert trial.values == pytest.approx([metrics["best_eval_loss"], metrics["wall_seconds"]])
+    result = report(folder)
+    front = {row["trial"] for row in result["pareto_front"]}
+    assert front == {t.number for t in study.best_trials} and front
+    assert "Pareto front over best_eval_loss (minimize), wall_seconds (minimize)" in capsys.readouterr().out
+    assert (folder / "pareto_front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = (folder / "best_overrides.txt").read_text().splitlines()
+    assert len(lines) == 2 * len(front) and lines[1].startswith("python -m src.train ")
+
+
+def test_a_grid_preset_runs_every_grid_point_once(tmp_path):
+    """hparams_search=grid_default (the recorded grid's preset) on the tiny model, shrunk to a 2 x 2 grid."""
+    folder = tmp_path / "grid"
+    command = sweep_command(folder, "model=tiny", "data.builtin_examples=16", "hydra.sweeper.n_trials=100")
+    command[command.index("hparams_search=tiny_cpu")] = "hparams_search=grid_default"
+    command.append(
+        'hydra.sweeper.params={optim.learning_rate:"choice(1e-3,1e-2)",lora.r:"choice(4,8)",'
+        'optim.num_train_epochs:"choice(1)"}'
+    )
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    study = optuna.load_study(study_name="grid_default", storage=f"sqlite:///{folder / 'optuna.db'}")
+    grid = {(t.params["optim.learning_rate"], t.params["lora.r"]) for t in study.trials}
+    assert len(study.trials) == 4 and all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert grid == {(1e-3, 4), (1e-2, 4), (1e-3, 8), (1e-2, 8)}
+    assert "4 to go (n_trials=4)" in result.stdout + result.stderr  # n_trials is capped at the grid's size
+    evals = json.loads((folder / "trial_0" / "metrics.json").read_text())["eval_history"]
+    assert [e["schedule_fraction"] for e in evals] == [
+        1 / 6,
+        2 / 6,
+        3 / 6,
+        4 / 6,
+        5 / 6,
+        1.0,
+    ]  # eval.steps=0.125
+
+
+def test_a_three_trial_sweep_measures_the_untouched_model_once(tmp_path):
+    folder = tmp_path / "baseline"
+    output = run_sweep(
+        folder,
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.pruner=null",
+        "eval.before_training=true",
+        f"monitor.sample_prompts=[{tmp_path.name}]",  # a baseline no earlier test has cached
+    )
+    assert output.count("baseline measured in") == 1
+    assert output.count("baseline read from") == 2
+    baselines = {
+        json.loads((folder / f"trial_{n}" / "baseline.json").read_text())["eval_loss"] for n in range(3)
+    }
+    assert len(baselines) == 1  # every trial records the same untouched eval loss

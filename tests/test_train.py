@@ -105,9 +105,9 @@ def test_objective_is_best_eval_loss_and_early_stopping_stops(tmp_path):
         "monitor.samples_every_evals=0",
         "data.task_metric=none",
     ]
-    objective = train(compose_config(overrides, output_dir=tmp_path / "run"))
+    returned = train(compose_config(overrides, output_dir=tmp_path / "run"))
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert objective == metrics["best_eval_loss"]
+    assert returned["best_eval_loss"] == metrics["best_eval_loss"]
     assert metrics["stopped_early"] and metrics["global_step"] == 3 < 30
 
 

@@ -1,0 +1,52 @@
+"""`hydra/sweeper=sft_optuna`: the Optuna sweeper of sweep/optuna_sweeper.py, found by Hydra as a plugin.
+
+Hydra imports every module under `hydra_plugins` when it starts, plain runs included, so this one stays
+light (as hydra-optuna-sweeper's own): the sweep layer and Optuna are imported only when a sweep
+instantiates the sweeper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.plugins.sweeper import Sweeper
+from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
+
+
+class SFTOptunaSweeper(Sweeper):
+    """Delegates to sweep.optuna_sweeper.SFTOptunaSweeper (resume, parallel workers, pruning, grids …)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        from sweep.optuna_sweeper import SFTOptunaSweeper as Implementation
+
+        self.implementation = Implementation(**kwargs)
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        self.implementation.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> None:
+        return self.implementation.sweep(arguments)
+
+
+@dataclass
+class SFTOptunaSweeperConf(OptunaSweeperConf):
+    _target_: str = f"{SFTOptunaSweeper.__module__}.{SFTOptunaSweeper.__name__}"
+    max_failures: int = 3  # failed trials (NaN, OOM, errors) tolerated per invocation before aborting
+    enqueue_trials: list[Any] = field(default_factory=list)  # parameter sets to try first
+    pruner: Any = None  # optuna pruner config (_target_: optuna.pruners.MedianPruner …); null = no pruning
+    # seconds a worker with nothing left to start waits for other workers' running trials before it reports
+    wait_timeout: float | None = 86400.0
+    # what the pruner compares trials at: "schedule" (percent of each trial's own schedule, so 1- and
+    # 3-epoch trials meet at the same phase) or "step" (the global optimizer step)
+    report_at: str = "schedule"
+    # what each trial is scored by, from its metrics.json: best_eval_loss (the default), task_metric (the
+    # score data.task_metric names), task_metric.<score>, wall_seconds … or a list of them for a
+    # multi-objective study (then `direction` is a list too, and pruning is off: Optuna prunes one objective)
+    objective: Any = "best_eval_loss"
+
+
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="sft_optuna", node=SFTOptunaSweeperConf, provider="sft-sweep"
+)
