@@ -151,6 +151,10 @@ class TrainingRun:
                 baseline_file.write_text(
                     json.dumps({k: baseline[k] for k in ("eval_loss", "task") if k in baseline})
                 )
+        if self.resume_from is None:
+            # Every DataLoader draws its base seed from the global RNG, so measuring the baseline (or reading
+            # it from the cache instead) would shift the training data order: reseed, same seed, same run.
+            set_seed(cfg.seed)
         started = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
         train_seconds = time.perf_counter() - started
