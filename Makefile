@@ -28,17 +28,17 @@ train: setup
 # pytest exits 5 when it collects nothing: that is a failure here, not a pass.
 test: setup
 	bash .ci/install-postgres
-	$(BIN)/ruff check src sweep tests
-	$(BIN)/ruff format --check src sweep tests
+	$(BIN)/ruff check src sweep tests hydra_plugins
+	$(BIN)/ruff format --check src sweep tests hydra_plugins
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 lint: setup
-	$(BIN)/ruff check src sweep tests
+	$(BIN)/ruff check src sweep tests hydra_plugins
 
 format: setup
-	$(BIN)/ruff format src sweep tests
-	$(BIN)/ruff check --fix src sweep tests
+	$(BIN)/ruff format src sweep tests hydra_plugins
+	$(BIN)/ruff check --fix src sweep tests hydra_plugins
 
 clean-venv:
 	rm -rf $(VENV)

@@ -204,27 +204,42 @@ def compose_strategy(name: str, overrides: list[str]) -> Strategy:
     )
 
 
-def _snap(value: Any, choices: list[Any], key: str) -> Any:
-    if value in choices:
-        return value
-    if isinstance(value, int | float) and all(isinstance(c, int | float) for c in choices):
-        if key in log_scale_keys and value > 0 and all(c > 0 for c in choices):
-            return min(choices, key=lambda c: abs(math.log(c) - math.log(value)))
-        return min(choices, key=lambda c: abs(c - value))
-    raise ValueError(f"{key}={value!r} cannot be matched to the recorded values {choices}")
+def _position(value: Any, key: str) -> Any:
+    """Where a value sits on its key's axis: log scale for the multiplicative knobs."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return math.log(value) if key in log_scale_keys and value > 0 else float(value)
+    return value
 
 
 def snap(recording: Recording, params: dict[str, Any], strategy: Strategy) -> tuple:
-    """The recorded configuration nearest to a sampled one; keys the strategy does not search take its
-    fixed value (alpha = 2r follows the sampled rank)."""
-    config = []
+    """The recorded configuration nearest to a sampled one: per key, the distance on its (log) axis divided
+    by the recorded range of that key, summed; a differing non-numeric value counts as the whole range.
+    Nearest over whole configurations, so a partly recorded grid or an irregular study of the user's works.
+    Keys the strategy does not search take its fixed value (alpha = 2r follows the sampled rank)."""
+    wanted = []
     for key in recording.keys:
         value = params.get(key, strategy.fixed.get(key))
         if value == "2r":
             value = 2 * params.get("lora.r", strategy.fixed.get("lora.r"))
-        choices = sorted({c[recording.keys.index(key)] for c in recording.curves})
-        config.append(_snap(value, choices, key))
-    return tuple(config)
+        wanted.append(_position(value, key))
+    configs = list(recording.curves)
+    spans = []
+    for index, key in enumerate(recording.keys):
+        positions = [_position(c[index], key) for c in configs]
+        numeric = [p for p in positions if isinstance(p, float)]
+        spans.append(max(numeric) - min(numeric) if len(numeric) == len(positions) and numeric else None)
+
+    def distance(config: tuple) -> float:
+        total = 0.0
+        for index, key in enumerate(recording.keys):
+            here, span = _position(config[index], key), spans[index]
+            if span is None or not isinstance(wanted[index], float):
+                total += 0.0 if here == wanted[index] else 1.0
+            elif span > 0:
+                total += abs(here - wanted[index]) / span
+        return total
+
+    return min(configs, key=lambda c: (distance(c), c))
 
 
 def search_space(strategy: Strategy) -> dict[str, optuna.distributions.BaseDistribution]:
