@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import optuna
@@ -252,7 +253,7 @@ def test_a_three_trial_sweep_measures_the_untouched_model_once(tmp_path):
         "hydra.sweeper.n_trials=3",
         "hydra.sweeper.pruner=null",
         "eval.before_training=true",
-        f"monitor.sample_prompts=[{tmp_path.name}]",  # a baseline no earlier test has cached
+        f"monitor.sample_prompts=[prompt{uuid.uuid4().hex}]",  # a baseline no earlier run has cached
     )
     assert output.count("baseline measured in") == 1
     assert output.count("baseline read from") == 2
