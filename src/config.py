@@ -114,6 +114,9 @@ class EvalConfig:
     # (transformers' convention: 0.1 = ten evals per run, at the same phases whatever the run's length)
     steps: float = 15
     before_training: bool = True  # eval loss and task metric of the untouched base, as the baseline
+    # read the untouched base's baseline from paths.cache_dir when measured before (src/baseline.py);
+    # false measures it again in this run (and refreshes the cache)
+    reuse_baseline: bool = True
     early_stopping_patience: int = 3  # evals without improvement before stopping; 0 disables
     early_stopping_threshold: float = 0.0  # minimum eval-loss improvement that counts
     task_examples: int = 32  # held-out examples generated and scored for data.task_metric

@@ -124,7 +124,11 @@ class TrainingRun:
         """Measured once per base model, eval set and generation settings (src/baseline.py), else read back:
         every trial of a sweep after the first skips it. Logged as if measured (TensorBoard included)."""
         started = time.perf_counter()
-        cached = distributed.main_decides(lambda: read_baseline(self.baseline_cache))
+        cached = (
+            distributed.main_decides(lambda: read_baseline(self.baseline_cache))
+            if self.cfg.eval.reuse_baseline
+            else None
+        )
         baseline = cached or self.measure_baseline()
         if cached is None and distributed.is_main():
             write_baseline(self.baseline_cache, baseline)
