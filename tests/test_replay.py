@@ -93,6 +93,54 @@ def test_csv_round_trip_and_recording(grid_csv):
     assert config["seeds"] == 3 and config["spread"] == pytest.approx(0.003)
 
 
+def test_a_finished_sweep_folder_replays_like_its_csv(tmp_path):
+    """A user's own study: its trial folders (config.yaml + metrics.json) are read as the CSV would be; a
+    pruned trial's curve ends where it was pruned and counts as incomplete."""
+    import json
+
+    import yaml
+
+    rows = [r for r in synthetic_rows() if r["study"] == "grid" and r["lora.r"] == 16]
+    sweep = tmp_path / "my_study"
+    by_trial: dict[int, list[dict]] = {}
+    for row in rows:
+        by_trial.setdefault(row["trial"], []).append(row)
+    for number, (trial, evals) in enumerate(sorted(by_trial.items())):
+        first, pruned = evals[0], number == 0
+        kept = evals[:3] if pruned else evals
+        folder = sweep / f"trial_{trial}"
+        folder.mkdir(parents=True)
+        config = {
+            "trial": trial,
+            "seed": 42,
+            "optim": {
+                "learning_rate": first["optim.learning_rate"],
+                "num_train_epochs": first["optim.num_train_epochs"],
+                "warmup_ratio": 0.05,
+            },
+            "lora": {"r": 16, "alpha": 32},
+        }
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+        history = [{k: e[k] for k in ("step", "schedule_fraction", "tokens_seen", "eval_loss")} for e in kept]
+        metrics = {
+            "status": "pruned" if pruned else "finished",
+            "planned_steps": first["planned_steps"],
+            "global_step": kept[-1]["step"],
+            "baseline_eval_loss": BASELINE,
+            "eval_history": history,
+        }
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    recording = load_recording(sweep)
+    assert recording.keys == ("optim.learning_rate", "optim.num_train_epochs")
+    assert len(recording.curves) == 12 and recording.best_config == (4e-4, 3)
+    assert [c.complete for c in recording.curves.values()].count(False) == 1
+    source, strategies, settings = parse_arguments(
+        [str(sweep), "hparams_search=default", "replay.seeds=2", f"replay.output={tmp_path}"]
+    )
+    result = run(source, strategies, settings)
+    assert result["grid"]["configurations"] == 12 and result["rows"][0]["strategy"] == "default"
+
+
 def test_snapping_uses_log_distance(grid_csv):
     recording: Recording = load_recording(grid_csv)
     strategy = SimpleNamespace(fixed={"optim.num_train_epochs": 1, "lora.r": 16, "lora.alpha": 32})
