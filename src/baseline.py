@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
+
+from src.atomic import write_text_atomic
 
 log = logging.getLogger("src.train")
 
@@ -67,11 +68,5 @@ def read_baseline(path: Path) -> dict[str, Any] | None:
 
 
 def write_baseline(path: Path, baseline: dict[str, Any]) -> None:
-    """Write through a unique temporary file and an atomic rename: parallel trials never see a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("w") as handle:
-        json.dump(baseline, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    """Written atomically: parallel trials never see a torn file."""
+    write_text_atomic(path, json.dumps(baseline))

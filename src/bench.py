@@ -8,10 +8,7 @@ the step's utilisation against the machine's measured matmul throughput (MFU). W
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import ctypes
-import gc
 import json
 import logging
 import statistics
@@ -24,38 +21,10 @@ from omegaconf import OmegaConf
 from transformers import TrainerCallback
 
 from src.config import ConfigError, validate
+from src.memory import peak_memory_gb, release_and_reset_peak
 
 log = logging.getLogger("src.bench")
 BENCH_DEFAULTS = Path(__file__).resolve().parents[1] / "conf" / "bench" / "default.yaml"
-
-
-def _status_gb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 2**20  # kB
-    return 0.0
-
-
-def release_and_reset_peak() -> float:
-    """Free what the previous variant left (Python, glibc's arenas), restart the peak counter, and return the
-    memory in use now (GiB): each variant's peak is then its own, not the process's so far."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        return torch.cuda.memory_allocated() / 2**30
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak resident set size
-    return _status_gb("VmRSS")
-
-
-def peak_memory_gb() -> float:
-    """Peak since the last reset: CUDA allocations on GPU, else the peak resident set size (VmHWM, Linux)."""
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**30
-    return _status_gb("VmHWM")
 
 
 class CountingCollator:

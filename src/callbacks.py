@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import logging
 import math
-import resource
-import sys
 import time
 from typing import Any
 
-import torch
 from transformers import TrainerCallback
 
 from src.evaluate import generate_replies
+from src.memory import peak_memory_gb
 
 log = logging.getLogger(__name__)
-
-
-def peak_memory_gb() -> float:
-    """Peak accelerator memory if training on CUDA, else the process's peak resident set size."""
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**30
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kib / (2**30 if sys.platform == "darwin" else 2**20)
 
 
 class ThroughputCallback(TrainerCallback):

@@ -18,6 +18,7 @@ from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from jinja2 import TemplateError
 from trl import pack_dataset
 
+from src.atomic import atomic_folder
 from src.builtin_data import BUILTIN
 from src.config import ConfigError, DataConfig, local_files
 
@@ -511,13 +512,10 @@ def prepare_data(cfg: DataConfig, tokenizer, cache_dir: str | Path) -> PreparedD
             "train": train_stats,
             "eval": eval_stats,
         }
-        tmp = path.with_name(path.name + ".tmp")
-        tokenized.save_to_disk(str(tmp / "dataset"))
-        (tmp / "eval_conversations.json").write_text(json.dumps(eval_conversations))
-        (tmp / "report.json").write_text(json.dumps(report))  # written last: marks a complete cache
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            tmp.rename(path)
+        with atomic_folder(path) as tmp:  # a unique temporary folder: concurrent writers leave nothing behind
+            tokenized.save_to_disk(str(tmp / "dataset"))
+            (tmp / "eval_conversations.json").write_text(json.dumps(eval_conversations))
+            (tmp / "report.json").write_text(json.dumps(report))  # written last: marks a complete cache
         from_cache = False
     return PreparedData(
         train=tokenized["train"],

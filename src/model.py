@@ -7,14 +7,13 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from src.atomic import atomic_folder
 from src.config import ConfigError, LoraConfigSchema, MemoryConfig, ModelConfig, sharded_launch
 
 log = logging.getLogger(__name__)
@@ -78,17 +77,8 @@ def _atomic_save(target: Path, write) -> Path:
     a half-written model that a later run would take as complete. Concurrent writers are harmless."""
     if (target / "config.json").exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with atomic_folder(target) as tmp:
         write(tmp)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first
-            if not (target / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from src.atomic import write_text_atomic
 from src.config import ConfigError, trains_on_cpu
 from src.distributed import world_size
 from src.model import alpha_for, count_parameters
@@ -108,8 +109,4 @@ def claim_run_dir(run_dir: Path, resume: bool) -> Path | None:
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:
-    path = run_dir / "metrics.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    tmp.rename(path)
-    return path
+    return write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))

@@ -23,12 +23,12 @@ from src.callbacks import (
     ThroughputCallback,
     TrainingDiverged,
     log_samples,
-    peak_memory_gb,
     write_hparams,
 )
 from src.config import trains_on_cpu
 from src.evaluate import prompt_and_reference, task_metric
 from src.export import merge_adapter, save_adapter
+from src.memory import peak_memory_gb
 from src.run_info import claim_run_dir, hparams, summary_lines, write_metrics
 from src.trainer import build_trainer, compute_dtype, planned_steps
 

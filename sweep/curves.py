@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 from collections.abc import Iterable, Iterator
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+
+from src.atomic import write_text_atomic
 
 # The run settings that define a configuration in a LoRA sweep, as config keys (the sweep's param names).
 CONFIG_KEYS = (
@@ -98,13 +101,11 @@ def sweep_rows(sweep_dir: Path) -> Iterator[dict[str, Any]]:
 def write_csv(rows: Iterable[dict[str, Any]], path: Path) -> int:
     """Write the rows (atomically) and return how many."""
     rows = list(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    temporary.replace(path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())
     return len(rows)
 
 

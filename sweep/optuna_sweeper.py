@@ -38,6 +38,8 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
+from src.atomic import write_text_atomic
+
 log = logging.getLogger(__name__)
 
 PRUNED_AT = "pruned_at_step"  # user attribute the job sets when its pruner stopped it
@@ -217,13 +219,6 @@ def gpu_overrides(launcher: Any, env_set: Any, jobs: int) -> list[tuple[str, ...
 @functools.cache
 def _warn_once(message: str) -> None:
     log.warning(message)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so workers sharing the sweep folder never leave a torn file."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 def open_study(storage: str | None, **kwargs: Any) -> optuna.Study:
@@ -470,7 +465,7 @@ class SFTOptunaSweeper(OptunaSweeper):
             }
             log.info("Pareto front of %s: trials %s", self.objectives, [t.number for t in front])
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(
+        write_text_atomic(
             sweep_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(results))
         )
         log.info("Report: python -m sweep.report %s", sweep_dir)
