@@ -218,10 +218,8 @@ def _optional(value: float | None, spec: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     import tempfile
 
-    from hydra import compose, initialize_config_dir
-
     from src import data as data_stage
-    from src.config import CONF_DIR
+    from src.config import compose
     from src.model import load_tokenizer, resolve_base
     from src.plan import resolve_checkpointing
 
@@ -235,9 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     # This project's step differs from the others only where the project decides differently by default,
     # bench.ours_overrides: gradient checkpointing chosen by the memory planner.
     ours_overrides = [*train_overrides, *bench.ours_overrides]
-    with initialize_config_dir(config_dir=str(CONF_DIR)):
-        cfg = OmegaConf.to_object(compose("train", overrides=[*train_overrides, *paths]))
-        ours_cfg = OmegaConf.to_object(compose("train", overrides=[*ours_overrides, *paths]))
+    cfg = OmegaConf.to_object(compose([*train_overrides, *paths]))
+    ours_cfg = OmegaConf.to_object(compose([*ours_overrides, *paths]))
     try:
         validate(cfg)
         validate(ours_cfg)

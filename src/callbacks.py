@@ -125,10 +125,6 @@ def write_hparams(
     writer.flush()
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss or gradient norm became NaN or infinite."""
-
-
 class NonFiniteLossCallback(TrainerCallback):
     """Stops training at the first NaN/inf train loss, grad norm or eval loss, and remembers where."""
 

@@ -17,11 +17,9 @@ from typing import Any, Union
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
+from src.errors import ConfigError
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the config groups (train.yaml and its folders)
-
-
-class ConfigError(ValueError):
-    """A mistake in the user's config or input data; its message is shown alone, without a traceback."""
 
 
 LLAMA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -30,13 +28,13 @@ LLAMA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pr
 @dataclass
 class ModelConfig:
     name: str = MISSING  # Hub id or local folder (source=hub); a label otherwise
-    source: str = "hub"  # hub | gguf | random
+    source: str = MISSING  # hub | gguf | random
     revision: str | None = None  # Hub revision (branch, tag or commit)
     gguf_package: str | None = None  # Python package shipping the GGUF file (source=gguf, random)
     gguf_file: str | None = None
-    dtype: str = "bfloat16"  # bfloat16 | float16 | float32 | auto: weights' dtype when not quantized
+    dtype: str = MISSING  # bfloat16 | float16 | float32 | auto: weights' dtype when not quantized
     attn_implementation: str = (
-        "auto"  # auto (flash_attention_2 on CUDA if installed, else sdpa) | sdpa | eager
+        MISSING  # auto (flash_attention_2 on CUDA if installed, else sdpa) | sdpa | eager
     )
     trust_remote_code: bool = False
     chat_template: str | None = None  # Jinja override of the tokenizer's chat template
@@ -46,8 +44,8 @@ class ModelConfig:
 
 @dataclass
 class LoraConfigSchema:
-    enabled: bool = True  # false = full fine-tuning (lora=none)
-    r: int = 16
+    enabled: bool = MISSING  # false = full fine-tuning (lora=none)
+    r: int = MISSING
     alpha: int | None = None  # null = 2 × r
     dropout: float = 0.05
     bias: str = "none"  # none | all | lora_only
@@ -57,9 +55,9 @@ class LoraConfigSchema:
 @dataclass
 class OptimConfig:
     learning_rate: float = 1e-4
-    lr_scheduler_type: str = "cosine"  # cosine | linear | constant (all after warmup)
+    lr_scheduler_type: str = MISSING  # cosine | linear | constant (all after warmup)
     warmup_ratio: float = 0.05
-    eta_min: float = 0.0  # cosine only: final learning rate as a fraction of the peak
+    eta_min: float = 0.1  # cosine only: final learning rate as a fraction of the peak
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     optimizer: str = "adamw_torch"  # any transformers optim name: adamw_torch, paged_adamw_8bit, adamw_8bit …
@@ -70,42 +68,42 @@ class OptimConfig:
 @dataclass
 class DataConfig:
     name: str = MISSING
-    source: str = "builtin"  # builtin | hub | local
+    source: str = MISSING  # builtin | hub | local
     path: str | None = None  # Hub dataset id (source=hub) or file path(s)/glob, comma-separated (local)
     revision: str | None = None  # Hub dataset revision (branch, tag or commit), source=hub only
-    builtin_examples: int = 0  # source=builtin: examples to generate (train + eval)
-    format: str = "auto"  # auto | messages | prompt_completion | alpaca | text
-    train_split: str = "train"
+    builtin_examples: int | None = None  # source=builtin: examples to generate (train + eval)
+    format: str = MISSING  # auto | messages | prompt_completion | alpaca | text
+    train_split: str = MISSING  # named training split (source=hub)
     eval_split: str | None = None  # named split (hub) …
     eval_path: str | None = None  # … or a separate local file …
-    eval_fraction: float = 0.1  # … or a held-out fraction of train, split with split_seed
+    eval_fraction: float = MISSING  # … or a held-out fraction of train, split with split_seed
     split_seed: int = 42
     max_train_examples: int | None = None  # cap after splitting (large Hub sets)
     max_eval_examples: int | None = None
-    max_length: int = 512  # tokens per example (and per packed row)
+    max_length: int = MISSING  # tokens per example (and per packed row)
     packing: bool = True  # pack examples into rows of max_length, isolated from each other
     packing_strategy: str = "bfd"  # bfd (whole examples) | bfd_split (long examples split, not truncated)
     eval_packing: bool = False  # eval unpacked so eval loss compares across trials
     assistant_only_loss: bool = True  # labels only on assistant tokens; false trains on the whole text
     on_bad_example: str = "fail"  # fail (stop at the first bad example, naming it) | skip (drop and count)
-    task_metric: str = "none"  # none | exact_match | json_exact_match (scored on generated eval answers)
+    task_metric: str = MISSING  # none | exact_match | json_exact_match (scored on generated eval answers)
 
 
 @dataclass
 class MemoryConfig:
-    load_in_4bit: bool = True
+    load_in_4bit: bool = MISSING
     bnb_4bit_quant_type: str = "nf4"
     bnb_4bit_use_double_quant: bool = True
-    bnb_4bit_compute_dtype: str = "bfloat16"
+    bnb_4bit_compute_dtype: str = MISSING
     # dtype the packed 4-bit weights are stored in: uint8 (bitsandbytes' default), or the compute dtype when
     # FSDP/DeepSpeed ZeRO-3 shard the model (they flatten all weights of a layer into one tensor of one dtype)
-    bnb_4bit_quant_storage: str = "uint8"
+    bnb_4bit_quant_storage: str = MISSING
     # true | false | auto: recompute activations in backward (less memory, ~30% more compute); auto turns it
     # on only when the memory planner (src/plan.py) says the activations would not fit without it
-    gradient_checkpointing: Union[bool, str] = "auto"  # noqa: UP007 (OmegaConf reads typing.Union)
-    per_device_train_batch_size: int = 4  # b_micro
-    gradient_accumulation_steps: int = 4  # G
-    per_device_eval_batch_size: int = 8
+    gradient_checkpointing: Union[bool, str] = MISSING  # noqa: UP007 (OmegaConf reads typing.Union)
+    per_device_train_batch_size: int = MISSING  # b_micro
+    gradient_accumulation_steps: int = MISSING  # G
+    per_device_eval_batch_size: int = MISSING
 
 
 @dataclass
@@ -120,7 +118,7 @@ class EvalConfig:
     early_stopping_patience: int = 3  # evals without improvement before stopping; 0 disables
     early_stopping_threshold: float = 0.0  # minimum eval-loss improvement that counts
     task_examples: int = 32  # held-out examples generated and scored for data.task_metric
-    max_new_tokens: int = 64
+    max_new_tokens: int = 48
 
 
 @dataclass
@@ -128,7 +126,7 @@ class MonitorConfig:
     logging_steps: int = 1
     sample_prompts: list[str] = field(default_factory=list)  # fixed prompts; empty = first eval prompts
     num_samples: int = 3  # how many eval prompts when sample_prompts is empty
-    samples_every_evals: int = 1  # log generations at every Nth eval (0 = only before and after training)
+    samples_every_evals: int = 2  # log generations at every Nth eval (0 = only before and after training)
     progress_bar: bool = True
 
 
@@ -171,6 +169,8 @@ class TrainConfig:
 def register_configs() -> None:
     """Register the schemas so conf/ YAML files are validated against them when composed."""
     cs = ConfigStore.instance()
+    if "train_schema.yaml" in cs.repo:  # once per process (the store is process-wide)
+        return
     cs.store(name="train_schema", node=TrainConfig)
     for group, node in [
         ("model", ModelConfig),
@@ -181,8 +181,6 @@ def register_configs() -> None:
     ]:
         cs.store(group=group, name=f"{group}_schema", node=node)
 
-
-register_configs()
 
 CHOICES = {
     "model.source": {"hub", "gguf", "random"},
@@ -206,6 +204,7 @@ def compose(overrides: list[str] | tuple[str, ...] = (), with_hydra: bool = Fals
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR)):
         return hydra_compose("train", overrides=list(overrides), return_hydra_config=with_hydra)
 
@@ -314,6 +313,10 @@ def validate(cfg: Any) -> None:
         local_files(data.path)
         if data.eval_path:
             local_files(data.eval_path)
+    if data.source == "builtin" and not (data.builtin_examples or 0) > 0:
+        raise ConfigError(
+            f"data.source=builtin needs data.builtin_examples > 0 (got {data.builtin_examples})."
+        )
     if data.source == "hub" and not data.path:
         raise ConfigError("data.source=hub needs data.path=<dataset id>.")
     if data.revision and data.source != "hub":

@@ -244,14 +244,12 @@ def report_lines(cfg) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from src.config import CONF_DIR, validate
+    from src.config import compose, validate
 
     overrides = list(sys.argv[1:] if argv is None else argv)
-    with initialize_config_dir(config_dir=str(CONF_DIR)):
-        dict_cfg = compose("train", overrides=[*overrides, "paths.output_dir=.", "paths.cache_dir=."])
+    dict_cfg = compose([*overrides, "paths.output_dir=.", "paths.cache_dir=."])
     cfg = OmegaConf.to_object(dict_cfg)
     try:
         validate(cfg)

@@ -21,11 +21,11 @@ from src.callbacks import (
     NonFiniteLossCallback,
     SampleGenerationCallback,
     ThroughputCallback,
-    TrainingDiverged,
     log_samples,
     write_hparams,
 )
 from src.config import trains_on_cpu
+from src.errors import TrainingDiverged
 from src.evaluate import prompt_and_reference, task_metric
 from src.export import merge_adapter, save_adapter
 from src.memory import peak_memory_gb

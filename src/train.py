@@ -12,19 +12,15 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import hydra
+from omegaconf import DictConfig, OmegaConf
 
-import hydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from hydra.types import RunMode  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from src import distributed
+from src.config import TrainConfig, register_configs, trains_on_cpu, validate
+from src.errors import failure_policy
+from src.plan import resolve_checkpointing
+from src.redact import install_log_redaction, redact, redact_files
 
-from src import distributed  # noqa: E402
-from src.config import ConfigError, TrainConfig, trains_on_cpu, validate  # noqa: E402
-from src.plan import resolve_checkpointing  # noqa: E402
-from src.redact import install_log_redaction, redact, redact_files  # noqa: E402
-
-install_log_redaction()  # no token or database password reaches a log
 log = logging.getLogger("src.train")
 
 
@@ -63,10 +59,6 @@ def train(dict_cfg: DictConfig) -> dict:
     return metrics
 
 
-def _in_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
 def release_memory() -> None:
     """Free the finished job's model before the next job of a multirun starts in this process."""
     gc.collect()
@@ -77,35 +69,20 @@ def release_memory() -> None:
 
 
 @hydra.main(config_path="../conf", config_name="train")
+@failure_policy(cleanup=release_memory)  # src/errors.py: what each failure means to the user and the sweeper
 def main(cfg: DictConfig) -> dict:
-    failure = None
-    try:
-        return train(cfg)
-    except ConfigError as error:
-        if not _in_multirun():  # the user's mistake: one sentence, no traceback
-            log.error("Config error: %s", error)
-            sys.exit(2)
-        failure = f"ConfigError: {error}"
-    except Exception as error:
-        if not _in_multirun():
-            log.error("%s: %s", type(error).__name__, error)
-            if (
-                type(error).__name__ == "TrainingDiverged"
-            ):  # explained in one message; metrics.json says so too
-                sys.exit(1)
-            raise
-        log.exception("Job failed")  # full traceback in this job's train.log
-        failure = f"{type(error).__name__}: {error}"
-    finally:
-        release_memory()
-    # Raised outside the except block so the failed job's frames (and its model) are not kept alive.
-    raise JobFailed(failure)
+    return train(cfg)
 
 
-class JobFailed(RuntimeError):
-    """A multirun job failed; the sweeper records the message as the trial's failure reason."""
+def run_cli() -> None:
+    """`python -m src.train`: the process-wide settings a run needs, then Hydra. Kept out of import time, so
+    importing this module registers, patches and installs nothing."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    install_log_redaction()  # no token or database password reaches a log, the sweeper's launch lines included
+    register_configs()  # the typed schemas conf/ is validated against
+    sys.argv = distributed.launcher_argv(sys.argv)
+    main()
 
 
 if __name__ == "__main__":
-    sys.argv = distributed.launcher_argv(sys.argv)
-    main()
+    run_cli()

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+
+from src.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -48,12 +49,11 @@ def run_module(module: str, *args: str, timeout: int = 600, env: dict | None = N
 def compose_config(overrides: list[str], output_dir: Path | None = None, cache_dir: Path | None = None):
     """The config `python -m src.train <overrides>` would run with, without Hydra's run-dir machinery."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF)):
-        paths = [
-            f"paths.output_dir={output_dir or '/nonexistent-run-dir'}",
-            f"paths.cache_dir={cache_dir or CACHE}",
-        ]
-        return compose(config_name="train", overrides=[*overrides, *paths])
+    paths = [
+        f"paths.output_dir={output_dir or '/nonexistent-run-dir'}",
+        f"paths.cache_dir={cache_dir or CACHE}",
+    ]
+    return compose([*overrides, *paths])
 
 
 @pytest.fixture

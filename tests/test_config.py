@@ -131,3 +131,65 @@ def test_cli_unknown_option_is_one_message(tmp_path):
     output = result.stdout + result.stderr
     assert "Could not find 'lora/r7'" in output
     assert "Traceback" not in output
+
+
+def _schema_defaults(schema) -> dict:
+    """Field name -> schema default (dataclasses.MISSING for fields without one; OmegaConf's '???' too)."""
+    import dataclasses
+
+    defaults = {}
+    for field in dataclasses.fields(schema):
+        if field.default_factory is not dataclasses.MISSING:
+            defaults[field.name] = field.default_factory()
+        else:
+            defaults[field.name] = field.default
+    return defaults
+
+
+def _has_default(value) -> bool:
+    import dataclasses
+
+    return value is not dataclasses.MISSING and value != "???"
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_no_preset_contradicts_a_schema_default(group, option):
+    """One home per value: a group field either has no schema default (MISSING, set by every option, which
+    inherit through `defaults:`) or has one that no option changes. None means "not set" and may be set."""
+    import dataclasses
+
+    schema = {f.name: f for f in dataclasses.fields(TrainConfig)}[group].default_factory().__class__
+    composed = OmegaConf.to_container(compose_config([f"{group}={option}"])[group], resolve=False)
+    problems = []
+    for name, default in _schema_defaults(schema).items():
+        if not _has_default(default):
+            if composed[name] == "???":
+                problems.append(f"{group}/{option} leaves {group}.{name} unset")
+        elif default is not None and composed[name] != default:
+            problems.append(
+                f"{group}/{option} sets {group}.{name}={composed[name]!r}, the schema says {default!r}"
+            )
+    assert not problems, "; ".join(problems)
+
+
+def test_schema_defaults_equal_train_yaml():
+    """The sections train.yaml sets itself (not groups): schema default and YAML value are one value."""
+    import dataclasses
+
+    composed = OmegaConf.to_container(compose_config([]), resolve=False)
+    checked = 0
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in GROUPS:
+            continue
+        default = (
+            field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        )
+        if dataclasses.is_dataclass(default):
+            for name, value in _schema_defaults(type(default)).items():
+                if _has_default(value) and name in composed[field.name]:
+                    assert composed[field.name][name] == value, f"{field.name}.{name}"
+                    checked += 1
+        elif _has_default(default) and field.name in composed:
+            assert composed[field.name] == default, field.name
+            checked += 1
+    assert checked >= 20  # eval, monitor, save, plan and the top-level keys
