@@ -220,8 +220,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from hydra import compose, initialize_config_dir
 
-    from src import data as data_stage
     from src.config import CONF_DIR
+    from src.data.cache import prepare_data
     from src.model import load_tokenizer, resolve_base
     from src.plan import resolve_checkpointing
 
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"Config error: {error}")
     base = resolve_base(cfg.model, cfg.paths.cache_dir)
     tokenizer = load_tokenizer(cfg.model, base)
-    data = data_stage.prepare_data(cfg.data, tokenizer, cfg.paths.cache_dir)
+    data = prepare_data(cfg.data, tokenizer, cfg.paths.cache_dir)
     # the article's recipe tokenizes conversations itself: give it the same generated conversations
     from datasets import Dataset
 

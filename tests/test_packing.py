@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM
 from trl import SFTTrainer, pack_dataset
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from src.data import prepare_data, tokenize_example
+from src.data.cache import prepare_data
+from src.data.tokenize import tokenize_example
 from src.model import load_tokenizer, resolve_base
 from src.trainer import training_arguments
 from tests.conftest import CACHE, TINY, compose_config
