@@ -152,8 +152,8 @@ def run_bare_loop(name, cfg, base, tokenizer, data, bench) -> dict:
     """(d) PEFT + a hand-written loop over the same packed rows: no Trainer, no metrics."""
     from trl import pack_dataset
 
+    from src.data.collator import PackedRowsCollator
     from src.model import build_model
-    from src.trainer import PackedRowsCollator
 
     before = release_and_reset_peak()
     torch.manual_seed(cfg.seed)
