@@ -152,8 +152,8 @@ def run_bare_loop(name, cfg, base, tokenizer, data, bench) -> dict:
     """(d) PEFT + a hand-written loop over the same packed rows: no Trainer, no metrics."""
     from trl import pack_dataset
 
+    from src.data.collator import PackedRowsCollator
     from src.model import build_model
-    from src.trainer import PackedRowsCollator
 
     before = release_and_reset_peak()
     torch.manual_seed(cfg.seed)
@@ -218,8 +218,8 @@ def _optional(value: float | None, spec: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     import tempfile
 
-    from src import data as data_stage
     from src.config import compose
+    from src.data.cache import prepare_data
     from src.model import load_tokenizer, resolve_base
     from src.plan import resolve_checkpointing
 
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"Config error: {error}")
     base = resolve_base(cfg.model, cfg.paths.cache_dir)
     tokenizer = load_tokenizer(cfg.model, base)
-    data = data_stage.prepare_data(cfg.data, tokenizer, cfg.paths.cache_dir)
+    data = prepare_data(cfg.data, tokenizer, cfg.paths.cache_dir)
     # the article's recipe tokenizes conversations itself: give it the same generated conversations
     from datasets import Dataset
 

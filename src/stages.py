@@ -13,7 +13,6 @@ from typing import Any
 from transformers import set_seed
 from transformers.integrations import TensorBoardCallback
 
-from src import data as data_stage
 from src import distributed
 from src import model as model_stage
 from src.baseline import baseline_path, read_baseline, write_baseline
@@ -25,6 +24,8 @@ from src.callbacks import (
     write_hparams,
 )
 from src.config import trains_on_cpu
+from src.data.cache import PreparedData, prepare_data
+from src.data.report import log_report_to_tensorboard, plot_lengths, summarize_report
 from src.errors import TrainingDiverged
 from src.evaluate import prompt_and_reference, task_metric
 from src.export import merge_adapter, save_adapter
@@ -45,18 +46,18 @@ def build_tokenizer(cfg):
     return base, model_stage.load_tokenizer(cfg.model, base)
 
 
-def build_data(cfg, tokenizer, run_dir: Path) -> data_stage.PreparedData:
+def build_data(cfg, tokenizer, run_dir: Path) -> PreparedData:
     """Tokenize (or read the cache), then print and save the data report and the token-length histogram
     (data_report.json, data_lengths.png) before any weights load."""
     with distributed.main_process_first():
-        data = data_stage.prepare_data(cfg.data, tokenizer, cfg.paths.cache_dir)
+        data = prepare_data(cfg.data, tokenizer, cfg.paths.cache_dir)
     if not distributed.is_main():
         return data
-    for line in data_stage.summarize_report(data.report, cfg.data.max_length):
+    for line in summarize_report(data.report, cfg.data.max_length):
         log.info(line)
     log.info("Tokenized data %s: %s", "read from cache" if data.from_cache else "written to", data.cache_path)
     (run_dir / "data_report.json").write_text(json.dumps(data.report))
-    data_stage.plot_lengths(data.report, run_dir / "data_lengths.png")
+    plot_lengths(data.report, run_dir / "data_lengths.png")
     return data
 
 
@@ -72,7 +73,7 @@ class TrainingRun:
     cfg: Any
     trainer: Any
     tokenizer: Any
-    data: data_stage.PreparedData
+    data: PreparedData
     writer: Any
     sampler: SampleGenerationCallback
     throughput: ThroughputCallback
@@ -234,7 +235,7 @@ def build_run(cfg, model, tokenizer, data, run_dir: Path, resume_from: Path | No
     writer = None  # only the main process writes TensorBoard events
     if distributed.is_main():
         writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge_step)
-        data_stage.log_report_to_tensorboard(writer, data.report)
+        log_report_to_tensorboard(writer, data.report)
     prompts = _sample_prompts(cfg, data)
     sampler = SampleGenerationCallback(
         writer, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.monitor.samples_every_evals

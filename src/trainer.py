@@ -11,6 +11,7 @@ from transformers import EarlyStoppingCallback
 from trl import SFTConfig, SFTTrainer
 
 from src.config import trains_on_cpu
+from src.data.collator import PackedRowsCollator
 from src.model import resolve_attention, torch_dtype
 
 
@@ -97,35 +98,6 @@ def training_arguments(cfg, output_dir: Path) -> SFTConfig:
         # pad positions are not counted (nor, where the pad id is the end-of-turn token, those: conservative)
         include_num_input_tokens_seen="non_padding",
     )
-
-
-class PackedRowsCollator:
-    """Batches packed rows as rows (batch × max_length), with position ids restarting at every example.
-
-    TRL's padding-free collator flattens the whole batch into one row, so on sdpa/eager transformers
-    builds one block-diagonal mask over batch × max_length positions: attention work grows with the
-    square of the whole batch. Keeping rows apart gives the same isolation (transformers derives a
-    per-row block-diagonal mask from the position ids when no attention mask is passed) at a cost that
-    grows with the square of one row. A row's padded tail is its own isolated "example" without labels."""
-
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
-
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(f["input_ids"]) for f in features)
-        input_ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(features), width), -100, dtype=torch.long)
-        position_ids = torch.zeros((len(features), width), dtype=torch.long)
-        for row, feature in enumerate(features):
-            length = len(feature["input_ids"])
-            input_ids[row, :length] = torch.tensor(feature["input_ids"])
-            labels[row, :length] = torch.tensor(feature["labels"])
-            lengths = list(feature.get("seq_lengths") or [length])
-            if width > length:
-                lengths.append(width - length)
-            position_ids[row] = torch.cat([torch.arange(n) for n in lengths])
-        labels[position_ids == 0] = -100  # never predict an example's first token from the previous one
-        return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
 
 
 def build_trainer(cfg, model, tokenizer, data, output_dir: Path, callbacks: list) -> SFTTrainer:

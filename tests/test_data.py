@@ -11,18 +11,13 @@ from datasets import Dataset
 from omegaconf import OmegaConf
 from trl import pack_dataset
 
-from src import data as data_module
 from src import stages
 from src.config import ConfigError, validate
-from src.data import (
-    IGNORE_INDEX,
-    log_report_to_tensorboard,
-    prepare_data,
-    render,
-    to_messages,
-    tokenize_example,
-    waste_figures,
-)
+from src.data import loading
+from src.data.cache import prepare_data
+from src.data.formats import to_messages
+from src.data.report import log_report_to_tensorboard, summarize_report, waste_figures
+from src.data.tokenization import IGNORE_INDEX, render, tokenize_example
 from src.model import load_tokenizer, resolve_base
 from tests.conftest import CACHE, TINY, compose_config
 
@@ -246,7 +241,7 @@ def test_hub_dataset_revision_is_passed_and_keys_the_cache(tokenizer, tmp_path, 
             * 3
         )
 
-    monkeypatch.setattr(data_module, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(loading, "load_dataset", fake_load_dataset)
     overrides = [*TINY, "data=ultrachat_200k", "data.revision=abc123"]
     cfg = OmegaConf.to_object(compose_config(overrides)).data
     data = prepare_data(cfg, tokenizer, tmp_path / "cache")
@@ -325,7 +320,7 @@ def test_bad_example_fails_with_its_location_or_is_skipped_and_counted(
     assert data.report["skipped"] == {reason: 1}
     assert len(data.train) == 5 and len(data.eval) == 5
     assert [labelled_runs(tokenizer, t) for t in data.train] == [[f"{i}<|im_end|>"] for i in range(5)]
-    lines = data_module.summarize_report(data.report, 128)
+    lines = summarize_report(data.report, 128)
     assert f"  skipped 1 bad examples (data.on_bad_example=skip): {reason} 1" in lines
 
 
@@ -459,7 +454,7 @@ def test_build_data_writes_report_and_histogram_also_from_cache(tokenizer, tmp_p
         assert set(report["train"]) >= {"padding_waste", "packing_waste", "packed_rows", "lengths"}
         png = (run_dir / "data_lengths.png").read_bytes()
         assert png.startswith(PNG_SIGNATURE) and len(png) > 5000
-    lines = data_module.summarize_report(report, 128)
+    lines = summarize_report(report, 128)
     assert lines[2] == (
         f"  train: padding to max_length wastes {report['train']['padding_waste']:.1%} of 32×128 positions; "
         f"bfd packing wastes {report['train']['packing_waste']:.1%} of {report['train']['packed_rows']}×128"

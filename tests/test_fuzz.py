@@ -135,7 +135,7 @@ def test_corrupted_data_is_read_or_refused_in_one_sentence(tokenizer, tmp_path, 
     import tempfile
     from pathlib import Path
 
-    from src.data import prepare_data
+    from src.data.cache import prepare_data
 
     with tempfile.TemporaryDirectory(dir=tmp_path) as folder:
         path = Path(folder) / "train.jsonl"

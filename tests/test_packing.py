@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM
 from trl import SFTTrainer, pack_dataset
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from src.data import prepare_data, tokenize_example
+from src.data.cache import prepare_data
+from src.data.tokenization import tokenize_example
 from src.model import load_tokenizer, resolve_base
 from src.trainer import training_arguments
 from tests.conftest import CACHE, TINY, compose_config
@@ -105,7 +106,7 @@ def test_report_counts_the_rows_sft_trainer_packs(tiny_base, tmp_path, strategy)
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_rows_collator_keeps_examples_isolated(tiny_base, attention):
     """Our collator keeps packed rows apart; each example's logits still equal its logits alone."""
-    from src.trainer import PackedRowsCollator
+    from src.data.collator import PackedRowsCollator
 
     base, tokenizer = tiny_base
     model, examples, packed = model_and_packed_rows(base, tokenizer, attention)
@@ -135,7 +136,8 @@ def test_scoring_only_labelled_positions_gives_the_same_loss(tiny_base):
     import trl.trainer.utils as trl_utils
     from trl.trainer.utils import add_fused_lm_head
 
-    from src.trainer import PackedRowsCollator, score_only_labelled_positions_on_cpu
+    from src.data.collator import PackedRowsCollator
+    from src.trainer import score_only_labelled_positions_on_cpu
 
     base, tokenizer = tiny_base
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()

@@ -1,0 +1,181 @@
+"""Loading: read the train and eval splits as raw rows from local files (jsonl, json, csv, parquet), the Hub
+or a built-in generator, with where each row came from, and apply data.on_bad_example to rows that cannot
+be read. Nothing is tokenized here."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, load_dataset
+
+from src.builtin_data import BUILTIN
+from src.config import ConfigError, DataConfig, local_files
+from src.data.formats import ROW_JSON, BadExample, detect_format
+
+# Extra column every raw split carries: where each row came from ("file.jsonl:12", "… row 7"); local files
+# also carry the row itself as JSON (ROW_JSON, see src/data/formats.py).
+ORIGIN = "_origin"
+
+
+@dataclass
+class RawData:
+    """Untokenized train/eval rows, the detected format and the bad rows already skipped while reading."""
+
+    train: Dataset
+    eval: Dataset
+    format: str
+    skipped: Counter
+
+
+def handle_bad_example(on_bad_example: str, where: str, bad: BadExample, skipped: Counter) -> None:
+    """Fail with the example's location (data.on_bad_example=fail) or count it by reason (skip)."""
+    if on_bad_example == "fail":
+        raise ConfigError(
+            f"{where}: {bad}; fix the example or set data.on_bad_example=skip to skip and count such examples."
+        ) from None
+    skipped[bad.reason] += 1
+
+
+def _read_jsonl(path: Path, on_bad_example: str, skipped: Counter) -> list[tuple[str, Any]]:
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                handle_bad_example(
+                    on_bad_example,
+                    f"{path}:{number}",
+                    BadExample("malformed_json", f"malformed JSON line ({error.msg})"),
+                    skipped,
+                )
+                continue
+            rows.append((f"{path}:{number}", row))
+    return rows
+
+
+def _read_json(path: Path, on_bad_example: str, skipped: Counter) -> list[tuple[str, Any]]:
+    """A JSON array of objects, or JSON Lines saved with a .json name (as `Dataset.to_json` writes them)."""
+    text = path.read_text(encoding="utf-8")
+    if not text.lstrip().startswith("["):
+        return _read_jsonl(path, on_bad_example, skipped)
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}: malformed JSON ({error.msg} at line {error.lineno}).") from None
+    return [(f"{path} row {index}", row) for index, row in enumerate(rows)]
+
+
+def _read_csv(path: Path) -> list[tuple[str, Any]]:
+    """Every cell as text (no type guessing turns an answer "4" into a number); empty cells are missing."""
+    rows = []
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        start = reader.line_num + 1
+        for row in reader:
+            row.pop(None, None)  # cells beyond the header's columns
+            rows.append((f"{path}:{start}", {key: value or None for key, value in row.items()}))
+            start = reader.line_num + 1
+    return rows
+
+
+def _read_parquet(path: Path) -> list[tuple[str, Any]]:
+    table = load_dataset("parquet", data_files=str(path), split="train")
+    return [(f"{path} row {index}", row) for index, row in enumerate(table.to_list())]
+
+
+def _read_file(path: Path, on_bad_example: str, skipped: Counter) -> list[tuple[str, Any]]:
+    """Rows of one local file; an undecodable file is refused in one sentence."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".jsonl":
+            return _read_jsonl(path, on_bad_example, skipped)
+        if suffix == ".json":
+            return _read_json(path, on_bad_example, skipped)
+        if suffix == ".csv":
+            return _read_csv(path)
+        if suffix == ".parquet":
+            return _read_parquet(path)
+    except ConfigError:  # already one clear sentence (and a ValueError, like the errors below)
+        raise
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (bad byte at offset {error.start}); save it as UTF-8."
+        ) from None
+    except csv.Error as error:
+        raise ConfigError(f"{path}: malformed CSV ({error}).") from None
+    except (OSError, ValueError) as error:  # pyarrow's errors for a damaged parquet file derive from these
+        raise ConfigError(f"{path}: cannot be read as {suffix[1:]} ({type(error).__name__}).") from None
+    raise ConfigError(f"data.path: {path} has an unsupported extension; use .jsonl, .json, .parquet or .csv.")
+
+
+def _load_local(spec: str, on_bad_example: str, skipped: Counter) -> tuple[Dataset, list[str]]:
+    """All files of a comma list/glob as one split, plus the union of their columns."""
+    rows: list[tuple[str, Any]] = []
+    for path in local_files(spec):
+        rows.extend(_read_file(path, on_bad_example, skipped))
+    records, columns = [], {}
+    for where, row in rows:
+        if not isinstance(row, dict):
+            bad = BadExample(
+                "malformed_json", f"each example must be a JSON object, got {type(row).__name__}"
+            )
+            handle_bad_example(on_bad_example, where, bad, skipped)
+            continue
+        columns.update(dict.fromkeys(row))
+        records.append({ORIGIN: where, ROW_JSON: json.dumps(row, default=str)})
+    if not records:
+        raise ConfigError(f"data.path: {spec} holds no examples.")
+    return Dataset.from_list(records), list(columns)
+
+
+def _with_origin(split: Dataset, label: str) -> Dataset:
+    return split.add_column(ORIGIN, [f"{label} row {index}" for index in range(len(split))])
+
+
+def load_raw(cfg: DataConfig) -> RawData:
+    """Load the train and eval splits as raw rows (no tokenization yet) and detect their format."""
+    skipped: Counter = Counter()
+    if cfg.source == "builtin":
+        if cfg.name not in BUILTIN:
+            raise ConfigError(
+                f"data.name={cfg.name!r} is not a built-in dataset; choose one of {sorted(BUILTIN)}."
+            )
+        train = Dataset.from_list(BUILTIN[cfg.name](cfg.builtin_examples, seed=cfg.split_seed))
+        train_columns = eval_columns = list(train.column_names)
+        train, eval_ = _with_origin(train, f"built-in {cfg.name}"), None
+    elif cfg.source == "hub":
+        train = load_dataset(cfg.path, split=cfg.train_split, revision=cfg.revision)
+        train_columns = eval_columns = list(train.column_names)
+        train = _with_origin(train, f"{cfg.path} {cfg.train_split}")
+        eval_ = None
+        if cfg.eval_split:
+            eval_ = load_dataset(cfg.path, split=cfg.eval_split, revision=cfg.revision)
+            eval_columns = list(eval_.column_names)
+            eval_ = _with_origin(eval_, f"{cfg.path} {cfg.eval_split}")
+    else:
+        train, train_columns = _load_local(cfg.path, cfg.on_bad_example, skipped)
+        eval_, eval_columns = None, train_columns
+        if cfg.eval_path:
+            eval_, eval_columns = _load_local(cfg.eval_path, cfg.on_bad_example, skipped)
+    fmt = detect_format(train_columns, cfg.format)
+    detect_format(eval_columns, fmt)
+    if eval_ is None:
+        if len(train) < 2:
+            raise ConfigError(
+                f"data: only {len(train)} example(s); need at least 2 to hold some out for eval."
+            )
+        split = train.train_test_split(test_size=cfg.eval_fraction, seed=cfg.split_seed, shuffle=True)
+        train, eval_ = split["train"], split["test"]
+    if cfg.max_train_examples:
+        train = train.select(range(min(cfg.max_train_examples, len(train))))
+    if cfg.max_eval_examples:
+        eval_ = eval_.select(range(min(cfg.max_eval_examples, len(eval_))))
+    return RawData(train=train, eval=eval_, format=fmt, skipped=skipped)

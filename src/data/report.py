@@ -1,0 +1,105 @@
+"""The data report: token-length statistics per split, how much of max_length padding or packing would
+waste, and the three views of it: printed lines, a length histogram PNG and TensorBoard."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from datasets import Dataset
+from trl import pack_dataset
+
+
+def length_stats(lengths: list[int]) -> dict[str, Any]:
+    """Count, total and min/median/p95/max of per-example token lengths, plus the sorted lengths."""
+    ordered = sorted(lengths)
+    return {
+        "examples": len(ordered),
+        "tokens": sum(ordered),
+        "min": ordered[0],
+        "median": statistics.median(ordered),
+        "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+        "max": ordered[-1],
+        "lengths": ordered,
+    }
+
+
+def waste_figures(tokenized: Dataset, max_length: int, packing_strategy: str = "bfd") -> dict[str, Any]:
+    """Share of row positions holding no real token, as in the article's padding-vs-packing example:
+    every example padded to max_length, versus packed into max_length rows by TRL's own `pack_dataset`
+    (the rows SFTTrainer builds with this packing strategy)."""
+    lengths = [len(ids) for ids in tokenized["input_ids"]]
+    padded_tokens = sum(min(length, max_length) for length in lengths)
+    packed = pack_dataset(
+        tokenized.select_columns(["input_ids"]),
+        max_length,
+        packing_strategy,
+        map_kwargs={"desc": "Counting packed rows for the data report"},
+    )
+    packed_tokens = sum(sum(row) for row in packed["seq_lengths"])
+    return {
+        "padded_rows": len(lengths),
+        "padding_waste": 1 - padded_tokens / (len(lengths) * max_length),
+        "packed_rows": len(packed),
+        "packing_waste": 1 - packed_tokens / (len(packed) * max_length),
+    }
+
+
+def summarize_report(report: dict[str, Any], max_length: int) -> list[str]:
+    """Human-readable lines of the data report (without the per-example length lists)."""
+    lines = [f"Data: format={report['format']} max_length={max_length}"]
+    for split in ("train", "eval"):
+        s = report[split]
+        lines.append(
+            f"  {split}: {s['examples']} examples, {s['tokens']} tokens, length min/median/p95/max = "
+            f"{s['min']}/{s['median']:.0f}/{s['p95']}/{s['max']}"
+        )
+        lines.append(
+            f"  {split}: padding to max_length wastes {s['padding_waste']:.1%} of {s['padded_rows']}×"
+            f"{max_length} positions; {report['packing_strategy']} packing wastes {s['packing_waste']:.1%} "
+            f"of {s['packed_rows']}×{max_length}"
+        )
+        if s["truncated_targets"]:
+            lines.append(
+                f"  WARNING: {s['truncated_targets']} {split} examples lose answer tokens to truncation at "
+                f"max_length={max_length}; consider data.max_length={s['max']}."
+            )
+    if report["skipped"]:
+        counts = ", ".join(f"{reason} {count}" for reason, count in report["skipped"].items())
+        lines.append(
+            f"  skipped {sum(report['skipped'].values())} bad examples (data.on_bad_example=skip): {counts}"
+        )
+    return lines
+
+
+def plot_lengths(report: dict[str, Any], path: Path) -> Path:
+    """Token-length histogram of both splits with the max_length cut, as a PNG (Agg, no display needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    max_length = report["max_length"]
+    longest = max(max_length, report["train"]["max"], report["eval"]["max"])
+    bins = [longest * i / 40 for i in range(41)]
+    figure = Figure(figsize=(7, 4))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for split in ("train", "eval"):
+        lengths = report[split]["lengths"]
+        axes.hist(lengths, bins=bins, alpha=0.6, label=f"{split} ({len(lengths)} examples)")
+    axes.axvline(max_length, color="black", linestyle="--", label=f"max_length={max_length}")
+    axes.set_xlabel("tokens per example (chat template applied)")
+    axes.set_ylabel("examples")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def log_report_to_tensorboard(writer, report: dict[str, Any]) -> None:
+    """Token-length histograms (data/train_lengths, data/eval_lengths) and the report lines as text."""
+    for split in ("train", "eval"):
+        writer.add_histogram(f"data/{split}_lengths", np.asarray(report[split]["lengths"]), 0)
+    lines = summarize_report(report, report["max_length"])
+    writer.add_text("data/report", "\n".join(f"    {line}" for line in lines), 0)  # indented: monospace
