@@ -8,6 +8,7 @@ the step's utilisation against the machine's measured matmul throughput (MFU). W
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -22,6 +23,7 @@ from transformers import TrainerCallback
 
 from src.config import ConfigError, validate
 from src.memory import peak_memory_gb, release_and_reset_peak
+from src.patches import compact_lm_head_on_cpu
 
 log = logging.getLogger("src.bench")
 BENCH_DEFAULTS = Path(__file__).resolve().parents[1] / "conf" / "bench" / "default.yaml"
@@ -138,7 +140,9 @@ def run_trainer_variant(name, cfg, base, tokenizer, data, raw_train, bench, work
             model=model, args=args, train_dataset=raw_train, processing_class=tokenizer, callbacks=[timer]
         )
     trainer.data_collator = CountingCollator(trainer.data_collator)
-    trainer.train()
+    # our trainer runs with its TRL workaround (src/patches.py); the plain-TRL recipes run TRL unchanged
+    with compact_lm_head_on_cpu() if name == "ours" else contextlib.nullcontext():
+        trainer.train()
     result = summarize(
         name, timer.seconds, trainer.data_collator.batches, bench.warmup_steps, peak_memory_gb()
     )

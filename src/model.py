@@ -15,6 +15,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from src.atomic import atomic_folder
 from src.config import ConfigError, LoraConfigSchema, MemoryConfig, ModelConfig, sharded_launch
+from src.patches import cpu_has_native_bf16
 
 log = logging.getLogger(__name__)
 
@@ -24,17 +25,6 @@ DTYPES = {
     "float32": torch.float32,
     "uint8": torch.uint8,
 }
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX). Without it torch emulates bf16
-    matmuls: measured 1.2 GFLOP/s against 78 GFLOP/s in fp32 on a 2-core AVX2 EPYC (torch 2.13), so a QLoRA
-    step with bf16 compute took 38 s instead of 9 s. torch has no public query; this private op (checked on
-    torch 2.13.0) is what its own tests use."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def torch_dtype(name: str) -> torch.dtype:

@@ -13,24 +13,7 @@ from trl import SFTConfig, SFTTrainer
 from src.config import trains_on_cpu
 from src.data.collator import PackedRowsCollator
 from src.model import resolve_attention, torch_dtype
-
-
-def score_only_labelled_positions_on_cpu() -> None:
-    """TRL's fused LM head scores only the positions that carry a label on Triton devices, and every
-    position elsewhere (to keep tile shapes fixed for compilers such as Neuron). On CPU nothing is compiled,
-    so scoring every position only wastes work: with assistant-only loss most positions carry no label."""
-    import trl.trainer.utils as trl_utils
-
-    original = trl_utils._use_triton
-    if getattr(original, "patched_for_cpu", False):
-        return
-
-    def compact(device: torch.device) -> bool:
-        return device.type == "cpu" or original(device)
-
-    compact.patched_for_cpu = True
-    trl_utils._use_triton = compact  # only read for the `compact` decision in add_fused_lm_head
-
+from src.patches import use_collator
 
 # Our schedule names → transformers scheduler types. Cosine decays to eta_min × peak, after warmup.
 SCHEDULERS = {"cosine": "cosine_with_min_lr", "linear": "linear", "constant": "constant_with_warmup"}
@@ -111,7 +94,6 @@ def build_trainer(cfg, model, tokenizer, data, output_dir: Path, callbacks: list
                 early_stopping_threshold=cfg.eval.early_stopping_threshold,
             ),
         ]
-    score_only_labelled_positions_on_cpu()
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -122,9 +104,8 @@ def build_trainer(cfg, model, tokenizer, data, output_dir: Path, callbacks: list
     )
     # On sdpa/eager, keep packed rows apart (see PackedRowsCollator). Flash attention keeps TRL's flattened
     # padding-free batches: its varlen kernels isolate examples via cu_seq_lens at no quadratic mask cost.
-    # (TRL refuses a custom collator with bfd packing at init, but uses whatever is set afterwards.)
     if cfg.data.packing and not resolve_attention(cfg.model.attn_implementation).startswith("flash"):
-        trainer.data_collator = PackedRowsCollator(tokenizer.pad_token_id)
+        use_collator(trainer, PackedRowsCollator(tokenizer.pad_token_id))  # src/patches.py: why after init
     return trainer
 
 

@@ -137,7 +137,7 @@ def test_scoring_only_labelled_positions_gives_the_same_loss(tiny_base):
     from trl.trainer.utils import add_fused_lm_head
 
     from src.data.collator import PackedRowsCollator
-    from src.trainer import score_only_labelled_positions_on_cpu
+    from src.patches import compact_lm_head_on_cpu
 
     base, tokenizer = tiny_base
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
@@ -149,8 +149,8 @@ def test_scoring_only_labelled_positions_gives_the_same_loss(tiny_base):
         trl_utils._use_triton = lambda device: False
         every_position = model(**batch, fused_lm_head=True).log_probs
         trl_utils._use_triton = original
-        score_only_labelled_positions_on_cpu()
-        labelled_only = model(**batch, fused_lm_head=True).log_probs
-    trl_utils._use_triton = original
+        with compact_lm_head_on_cpu():
+            labelled_only = model(**batch, fused_lm_head=True).log_probs
+    assert trl_utils._use_triton is original  # undone on exit
     assert every_position.abs().sum() > 0
     torch.testing.assert_close(labelled_only, every_position, atol=1e-5, rtol=1e-5)

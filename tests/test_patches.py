@@ -1,0 +1,45 @@
+"""src/patches.py: each workaround is checked against the library version it was written for, and the
+library behaviour it relies on is still there. A failure here after an upgrade means: re-check the patch."""
+
+from __future__ import annotations
+
+import inspect
+from importlib.metadata import version
+
+import torch
+
+from src.patches import CHECKED_ON, compact_lm_head_on_cpu, cpu_has_native_bf16
+
+
+def test_installed_versions_are_the_ones_the_patches_were_checked_on():
+    installed = {name: version(name).split("+")[0] for name in CHECKED_ON}  # 2.13.0+cpu is 2.13.0
+    assert installed == CHECKED_ON
+
+
+def test_trl_fused_lm_head_still_reads_the_module_global_it_patches():
+    import trl.trainer.utils as trl_utils
+
+    source = inspect.getsource(trl_utils.add_fused_lm_head)
+    assert "compact = _use_triton(hidden_states.device)" in source  # read at every forward
+    original = trl_utils._use_triton
+    assert original(torch.device("cpu")) is False  # what the patch changes on CPU
+    with compact_lm_head_on_cpu():
+        assert trl_utils._use_triton(torch.device("cpu")) is True
+    assert trl_utils._use_triton is original  # scoped: undone on exit
+
+
+def test_sft_trainer_still_refuses_a_collator_at_init_with_padding_free_packing():
+    """Why use_collator sets it after init (if TRL accepts one at init again, pass it there instead)."""
+    import transformers
+    from trl import SFTTrainer
+
+    source = inspect.getsource(SFTTrainer.__init__)
+    assert "Passing a custom data collator is not supported when using padding-free." in source
+    # …and its dataloaders (transformers.Trainer's, not overridden) read the attribute when they are built
+    assert "get_train_dataloader" not in SFTTrainer.__dict__
+    assert "self.data_collator" in inspect.getsource(transformers.Trainer._get_dataloader)
+
+
+def test_the_private_bf16_query_still_exists():
+    assert hasattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported")
+    assert isinstance(cpu_has_native_bf16(), bool)
