@@ -24,7 +24,7 @@ T = TypeVar("T")
 
 
 def world_size() -> int:
-    """Number of data-parallel processes (N_gpu in the article's effective-batch formula)."""
+    """Number of data-parallel processes (N_gpu in effective batch = b_micro × G × N_gpu)."""
     return int(os.environ.get("WORLD_SIZE", 1))
 
 

@@ -192,7 +192,7 @@ def _device() -> str | int:
 
 
 def alpha_for(lora: LoraConfigSchema) -> int:
-    """LoRA alpha; null in the config means 2 × r (r=16 → alpha=32, scale 2 as in the article)."""
+    """LoRA alpha; null in the config means 2 × r (r=16 → alpha=32, scale 2, the common pairing)."""
     return lora.alpha if lora.alpha is not None else 2 * lora.r
 
 

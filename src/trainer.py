@@ -25,7 +25,7 @@ def compute_dtype(cfg) -> torch.dtype:
 
 
 def training_arguments(cfg, output_dir: Path) -> SFTConfig:
-    """SFTConfig from our config. The article's evaluation_strategy, warmup_ratio and max_seq_length are
+    """SFTConfig from our config. The older names evaluation_strategy, warmup_ratio and max_seq_length are
     eval_strategy, a fractional warmup_steps and max_length in transformers 5 / TRL 1.x."""
     optim, memory, data = cfg.optim, cfg.memory, cfg.data
     dtype = compute_dtype(cfg)

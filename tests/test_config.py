@@ -47,7 +47,7 @@ def test_defaults_are_the_embedded_qlora_run():
     assert cfg.data.packing and cfg.data.assistant_only_loss and cfg.seed == 42
 
 
-def test_qlora_preset_matches_the_article():
+def test_qlora_preset_is_the_standard_qlora_recipe():
     cfg = typed(["memory=qlora"])
     m = cfg.memory
     assert (m.load_in_4bit, m.bnb_4bit_use_double_quant, m.bnb_4bit_compute_dtype) == (True, True, "bfloat16")

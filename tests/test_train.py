@@ -52,7 +52,7 @@ def test_cli_run_writes_adapter_metrics_and_events(cli_run):
     assert 1 <= len(checkpoints) <= 2  # save_total_limit
 
 
-def test_cli_run_logs_what_the_article_says_to_watch(cli_run):
+def test_cli_run_logs_what_to_watch_in_training(cli_run):
     run_dir, _ = cli_run
     scalars, texts = scalar_and_text_tags(run_dir / "tensorboard")
     for tag in [

@@ -27,7 +27,7 @@ def length_stats(lengths: list[int]) -> dict[str, Any]:
 
 
 def waste_figures(tokenized: Dataset, max_length: int, packing_strategy: str = "bfd") -> dict[str, Any]:
-    """Share of row positions holding no real token, as in the article's padding-vs-packing example:
+    """Share of row positions holding no real token, as in the usual padding-vs-packing comparison:
     every example padded to max_length, versus packed into max_length rows by TRL's own `pack_dataset`
     (the rows SFTTrainer builds with this packing strategy)."""
     lengths = [len(ids) for ids in tokenized["input_ids"]]
