@@ -54,9 +54,9 @@ class StepTimer(TrainerCallback):
 
 
 def planned_gb(cfg, checkpointing: bool) -> float:
-    """The memory planner's estimate for this variant's settings (src/plan.py), to compare with its peak."""
+    """The memory planner's estimate for this variant's settings (src/plan/estimate.py), to compare with its peak."""
     from src.config import trains_on_cpu
-    from src.plan import GIB, plan
+    from src.plan.estimate import GIB, plan
 
     planned = copy.deepcopy(cfg)
     planned.memory.gradient_checkpointing = checkpointing
@@ -204,12 +204,12 @@ def matmul_flops_per_second(hidden: int, intermediate: int, tokens: int, dtype: 
 def training_flops_per_token(cfg, checkpointing: bool) -> float:
     """Forward 2·N over the frozen linear layers, backward 2·N (input gradients only: frozen weights get
     none), 2·N more when activations are recomputed, plus LoRA (6 per parameter), the LM head and attention."""
-    from src.plan import Shapes, count_parameters
+    from src.plan.estimate import Shapes, count_parameters, lora_parameters
 
     shapes = Shapes.from_architecture(dict(cfg.model.architecture))
     linear = count_parameters(shapes)["linear"]
     passes = 3 if checkpointing else 2
-    lora = 6 * (cfg.lora.r * sum(i + o for i, o in shapes.projections().values()) * shapes.layers)
+    lora = 6 * lora_parameters(shapes, cfg.lora.r, list(cfg.lora.target_modules))  # the planner's count
     head = 2 * 2 * shapes.hidden * shapes.vocab
     attention = shapes.layers * 2 * 2 * 2 * cfg.data.max_length / 2 * shapes.heads * shapes.head_dim
     return passes * 2 * linear + lora + head + attention
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     from src.config import compose
     from src.data.cache import prepare_data
     from src.model import load_tokenizer, resolve_base
-    from src.plan import resolve_checkpointing
+    from src.plan.checkpointing import resolve_checkpointing
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = list(sys.argv[1:] if argv is None else argv)

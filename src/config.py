@@ -99,7 +99,7 @@ class MemoryConfig:
     # FSDP/DeepSpeed ZeRO-3 shard the model (they flatten all weights of a layer into one tensor of one dtype)
     bnb_4bit_quant_storage: str = MISSING
     # true | false | auto: recompute activations in backward (less memory, ~30% more compute); auto turns it
-    # on only when the memory planner (src/plan.py) says the activations would not fit without it
+    # on only when the memory planner (src/plan/checkpointing.py) says the activations would not fit without it
     gradient_checkpointing: Union[bool, str] = MISSING  # noqa: UP007 (OmegaConf reads typing.Union)
     per_device_train_batch_size: int = MISSING  # b_micro
     gradient_accumulation_steps: int = MISSING  # G

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from src import distributed
 from src.config import TrainConfig, register_configs, trains_on_cpu, validate
 from src.errors import failure_policy
-from src.plan import resolve_checkpointing
+from src.plan.checkpointing import resolve_checkpointing
 from src.redact import install_log_redaction, redact, redact_files
 
 log = logging.getLogger("src.train")

@@ -8,7 +8,8 @@ from omegaconf import OmegaConf
 from peft import LoraConfig, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from src.plan import GIB, largest_micro_batch, plan, resolve_checkpointing
+from src.plan.checkpointing import resolve_checkpointing
+from src.plan.estimate import GIB, largest_micro_batch, plan
 from tests.conftest import compose_config, run_module
 
 PUBLISHED = {"smollm2_135m": 134_515_008, "qwen2_5_1_5b": 1_543_714_304, "llama3_1_8b": 8_030_261_248}

@@ -1,15 +1,10 @@
-"""Memory planner: `python -m src.plan <same overrides as train> [plan.gpu_gb=24]`.
-
-Counts parameters and LoRA parameters from the architecture shipped in conf/model (no download), estimates
-memory for weights, adapter, gradients, optimizer states and activations (with and without gradient
-checkpointing), and says whether the run fits the GPU and the largest micro-batch that does."""
+"""Parameter counts and the memory a run needs, from the model's architecture (conf/model) alone."""
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
-from src.config import ConfigError, trains_on_cpu
+from src.config import ConfigError
 
 GIB = 2**30
 NF4_BITS = 4 + 0.127  # 4-bit codes + double-quantized absmax constants (block 64, second level 256)
@@ -176,38 +171,6 @@ def plan(cfg, micro_batch: int | None = None, on_cpu: bool = False) -> dict:
     }
 
 
-def memory_budget(cfg) -> tuple[float, str]:
-    """Bytes this process can use for training: 90% of the GPU's memory, or 80% of the RAM now available."""
-    import torch
-
-    if not trains_on_cpu(cfg):
-        device = torch.cuda.current_device()
-        total = torch.cuda.get_device_properties(device).total_memory
-        return 0.9 * total, f"90% of {torch.cuda.get_device_name(device)}'s {total / GIB:.1f} GiB"
-    import psutil
-
-    available = psutil.virtual_memory().available
-    return 0.8 * available, f"80% of the {available / GIB:.1f} GiB of RAM available"
-
-
-def resolve_checkpointing(cfg, budget: tuple[float, str] | None = None) -> tuple[bool, str]:
-    """memory.gradient_checkpointing=auto → on only if the planned peak without it exceeds the budget.
-    Recomputing activations costs ~30% more compute and saves nothing when they fit anyway."""
-    if cfg.memory.gradient_checkpointing != "auto":
-        return bool(cfg.memory.gradient_checkpointing), "as configured"
-    if not cfg.model.architecture:
-        return True, f"auto: on, since model {cfg.model.name} has no architecture in conf/model to plan from"
-    limit, where = budget or memory_budget(cfg)
-    p = plan(cfg, on_cpu=budget is None and trains_on_cpu(cfg))
-    need = p["peak_without_checkpointing"]
-    if need <= limit:
-        return False, f"auto: off, the planned peak without it ({need / GIB:.2f} GiB) fits {where}"
-    return True, (
-        f"auto: on, the planned peak without it ({need / GIB:.2f} GiB) exceeds {where} "
-        f"(with it: {p['peak_with_checkpointing'] / GIB:.2f} GiB)"
-    )
-
-
 def largest_micro_batch(cfg, budget_bytes: float, limit: int = 1024) -> int:
     best = 0
     for b in range(1, limit + 1):
@@ -215,48 +178,3 @@ def largest_micro_batch(cfg, budget_bytes: float, limit: int = 1024) -> int:
             break
         best = b
     return best
-
-
-def report_lines(cfg) -> list[str]:
-    gpu = cfg.plan.gpu_gb * GIB
-    ckpt_state = "on" if cfg.memory.gradient_checkpointing is True else "off"
-    if cfg.memory.gradient_checkpointing == "auto":
-        checkpointing, why = resolve_checkpointing(cfg, (gpu, f"a {cfg.plan.gpu_gb:g} GB GPU"))
-        cfg.memory.gradient_checkpointing = checkpointing
-        ckpt_state = why
-    p = plan(cfg)
-    fits = p["peak"] <= gpu
-    lines = [
-        f"model {cfg.model.name}: {p['total_params']:,} parameters, trainable {p['trainable_params']:,} "
-        f"({100 * p['trainable_params'] / p['total_params']:.3f}%)",
-        f"  weights ({'NF4 4-bit' if cfg.memory.load_in_4bit else cfg.model.dtype}): {p['weights'] / GIB:8.2f} GiB",
-        f"  LoRA parameters (fp32):   {p['adapter'] / GIB:8.2f} GiB",
-        f"  gradients:                {p['gradients'] / GIB:8.2f} GiB",
-        f"  optimizer states:         {p['optimizer'] / GIB:8.2f} GiB ({cfg.optim.optimizer})",
-        f"  activations, micro-batch {p['micro_batch']} × {cfg.data.max_length} tokens: "
-        f"{p['activations'] / GIB:.2f} GiB without, {p['activations_checkpointed'] / GIB:.2f} GiB with "
-        "gradient checkpointing",
-        f"  estimated peak (checkpointing {ckpt_state}): {p['peak'] / GIB:.2f} GiB",
-        f"verdict for a {cfg.plan.gpu_gb:g} GB GPU: {'fits' if fits else 'does NOT fit'}; largest micro-batch "
-        f"that fits: {largest_micro_batch(cfg, gpu)}",
-    ]
-    return lines
-
-
-def main(argv: list[str] | None = None) -> None:
-    from omegaconf import OmegaConf
-
-    from src.config import compose, validate
-
-    overrides = list(sys.argv[1:] if argv is None else argv)
-    dict_cfg = compose([*overrides, "paths.output_dir=.", "paths.cache_dir=."])
-    cfg = OmegaConf.to_object(dict_cfg)
-    try:
-        validate(cfg)
-        print("\n".join(report_lines(cfg)))
-    except ConfigError as error:
-        sys.exit(f"Config error: {error}")
-
-
-if __name__ == "__main__":
-    main()
