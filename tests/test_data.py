@@ -13,7 +13,7 @@ from trl import pack_dataset
 
 from src import stages
 from src.config import ConfigError, validate
-from src.data import loading
+from src.data import cache, loading
 from src.data.cache import prepare_data
 from src.data.formats import to_messages
 from src.data.report import log_report_to_tensorboard, summarize_report, waste_figures
@@ -242,6 +242,7 @@ def test_hub_dataset_revision_is_passed_and_keys_the_cache(tokenizer, tmp_path, 
         )
 
     monkeypatch.setattr(loading, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(cache, "hub_revision", lambda path, revision: revision)  # no network in tests
     overrides = [*TINY, "data=ultrachat_200k", "data.revision=abc123"]
     cfg = OmegaConf.to_object(compose_config(overrides)).data
     data = prepare_data(cfg, tokenizer, tmp_path / "cache")
@@ -252,6 +253,62 @@ def test_hub_dataset_revision_is_passed_and_keys_the_cache(tokenizer, tmp_path, 
     assert (len(data.train), len(data.eval)) == (3, 3)
     cfg.revision = "def456"
     assert prepare_data(cfg, tokenizer, tmp_path / "cache").cache_path != data.cache_path
+
+
+def test_an_unpinned_hub_dataset_that_changed_upstream_is_tokenized_again(tokenizer, tmp_path, monkeypatch):
+    rows = [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}] * 3
+    monkeypatch.setattr(loading, "load_dataset", lambda path, split, revision=None: Dataset.from_list(rows))
+    cfg = OmegaConf.to_object(compose_config([*TINY, "data=ultrachat_200k"])).data  # revision: null
+    monkeypatch.setattr(cache, "hub_revision", lambda path, revision: "commit-1")
+    first = prepare_data(cfg, tokenizer, tmp_path / "cache")
+    assert prepare_data(cfg, tokenizer, tmp_path / "cache").from_cache  # same upstream commit: reused
+    monkeypatch.setattr(cache, "hub_revision", lambda path, revision: "commit-2")  # main moved upstream
+    second = prepare_data(cfg, tokenizer, tmp_path / "cache")
+    assert not second.from_cache and second.cache_path != first.cache_path
+
+
+def test_train_and_eval_files_are_keyed_by_role(tokenizer, tmp_path):
+    """`path=a,b` is a random split of a + b; `path=a eval_path=b` evaluates on b: not the same data."""
+    a = write_jsonl(tmp_path / "a.jsonl", [{"prompt": f"Say {i}", "completion": str(i)} for i in range(8)])
+    b = write_jsonl(tmp_path / "b.jsonl", [{"prompt": f"Tell {i}", "completion": str(i)} for i in range(4)])
+    both = prepare_data(data_config(f"'{a},{b}'"), tokenizer, tmp_path / "cache")  # quoted: one value
+    by_role = prepare_data(data_config(a, eval_path=b), tokenizer, tmp_path / "cache")
+    assert not by_role.from_cache and by_role.cache_path != both.cache_path
+    assert [c[0]["content"] for c in by_role.eval_conversations] == [f"Tell {i}" for i in range(4)]
+
+
+def test_concurrent_preparers_tokenize_once_and_leave_no_temporary_folder(tokenizer, tmp_path, monkeypatch):
+    import threading
+
+    from src.data import tokenization
+
+    path = write_jsonl(
+        tmp_path / "t.jsonl", [{"prompt": f"Say {i}", "completion": str(i)} for i in range(10)]
+    )
+    cfg = data_config(path)
+    calls, original = [], cache.tokenize_split
+
+    def counting(*args, **kwargs):
+        calls.append(args[1])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(cache, "tokenize_split", counting)
+    results, barrier = [], threading.Barrier(3)
+
+    def prepare() -> None:
+        barrier.wait()
+        results.append(prepare_data(cfg, tokenizer, tmp_path / "cache"))
+
+    threads = [threading.Thread(target=prepare) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(calls) == ["eval", "train"]  # one process tokenized; the others waited and read its cache
+    assert sorted(r.from_cache for r in results) == [False, True, True]
+    assert len({r.cache_path for r in results}) == 1
+    leftovers = [p.name for p in (tmp_path / "cache" / "data").iterdir() if p.name.startswith(".")]
+    assert leftovers == [] and tokenization.tokenize_split is original
 
 
 # ---------------------------------------------------------------- bad examples

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, DatasetDict, load_from_disk
+from filelock import FileLock, Timeout
 
 from src.atomic import atomic_folder
 from src.builtin_data import BUILTIN
@@ -41,12 +42,30 @@ def _source_fingerprint(cfg: DataConfig) -> Any:
         rows = BUILTIN[cfg.name](cfg.builtin_examples, seed=cfg.split_seed) if cfg.name in BUILTIN else []
         return ["builtin", cfg.name, hashlib.sha256(json.dumps(rows).encode()).hexdigest()]
     if cfg.source == "hub":
-        return ["hub", cfg.path, cfg.revision, cfg.train_split, cfg.eval_split]
-    digests = []
-    for spec in filter(None, [cfg.path, cfg.eval_path]):
-        for path in local_files(spec):
-            digests.append([str(path.resolve()), hashlib.sha256(path.read_bytes()).hexdigest()])
-    return ["local", digests]
+        return ["hub", cfg.path, hub_revision(cfg.path, cfg.revision), cfg.train_split, cfg.eval_split]
+
+    def digests(spec: str | None) -> list[list[str]]:
+        if not spec:
+            return []
+        return [[str(p.resolve()), hashlib.sha256(p.read_bytes()).hexdigest()] for p in local_files(spec)]
+
+    # by role: `path=a,b` (a random split of a + b) and `path=a eval_path=b` are different data
+    return ["local", {"train": digests(cfg.path), "eval": digests(cfg.eval_path)}]
+
+
+def hub_revision(path: str, revision: str | None) -> str | None:
+    """The commit a Hub dataset's revision (a branch, or null = main) resolves to now, so a dataset that
+    changed upstream is tokenized again instead of served stale. Offline, the configured revision (the
+    datasets library then reads its own cache too)."""
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(path, revision=revision).sha
+    except Exception as error:  # offline, no network, no access: key on what was asked for
+        log.info(
+            "Hub dataset %s: revision not resolved (%s); keyed on %r", path, type(error).__name__, revision
+        )
+        return revision
 
 
 def cache_key(cfg: DataConfig, tokenizer) -> str:
@@ -75,6 +94,20 @@ def cache_key(cfg: DataConfig, tokenizer) -> str:
 def prepare_data(cfg: DataConfig, tokenizer, cache_dir: str | Path) -> PreparedData:
     """Data stage: load, normalise, tokenize with masks, truncate; reuse the on-disk cache when it matches."""
     path = Path(cache_dir) / "data" / f"{cfg.name}-{cache_key(cfg, tokenizer)}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(f"{path}.lock")  # one process tokenizes; the others wait, then read its cache
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("Tokenized data: another process is preparing %s; waiting for it", path)
+        lock.acquire()
+    try:
+        return _prepare_locked(cfg, tokenizer, path)
+    finally:
+        lock.release()
+
+
+def _prepare_locked(cfg: DataConfig, tokenizer, path: Path) -> PreparedData:
     if (path / "report.json").exists():
         log.info("Tokenized data: reusing cache %s", path)
         tokenized = load_from_disk(str(path / "dataset"))
