@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +18,10 @@ def write_text_atomic(path: Path, text: str) -> Path:
     """Write `text` to `path` through a unique temporary file, fsync'd before the rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # a unique name; opened like any new file, so it gets the usual permissions (mkstemp's are owner-only)
+    temporary = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
     try:
-        with os.fdopen(handle, "w") as file:
+        with open(temporary, "x") as file:
             file.write(text)
             file.flush()
             os.fsync(file.fileno())

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-from pathlib import Path
 
 MASK = "***"
 # a name whose last component is token/key/password/secret: HF_TOKEN, api_key, db.password …
@@ -40,16 +39,6 @@ def redact(text: str) -> str:
     for value in _secret_env_values():
         text = text.replace(value, MASK)
     return text
-
-
-def redact_files(folder: Path, patterns: tuple[str, ...] = ("*.yaml", "*.log", "*.txt")) -> None:
-    """Rewrite text files in `folder` (not recursive into run outputs) without their secrets."""
-    for pattern in patterns:
-        for path in folder.glob(pattern):
-            text = path.read_text(errors="replace")
-            clean = redact(text)
-            if clean != text:
-                path.write_text(clean)
 
 
 def install_log_redaction() -> None:

@@ -91,7 +91,8 @@ def claim_run_dir(run_dir: Path, resume: bool) -> Path | None:
         raise ConfigError(
             f"{run_dir} already holds a finished run (metrics.json); choose another hydra.run.dir."
         )
-    started = (run_dir / "checkpoints").exists()
+    # an earlier attempt owned this folder: it wrote its record (or checkpoints), even if killed before a checkpoint
+    started = (run_dir / "checkpoints").exists() or (run_dir / "config.yaml").exists()
     if resume:
         checkpoints = complete_checkpoints(run_dir)
         if not checkpoints:

@@ -5,6 +5,7 @@ compose config → validate → tokenizer and data → model → trainer → tra
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -19,7 +20,8 @@ from src import distributed
 from src.config import TrainConfig, register_configs, trains_on_cpu, validate
 from src.errors import failure_policy
 from src.plan.checkpointing import resolve_checkpointing
-from src.redact import install_log_redaction, redact, redact_files
+from src.redact import install_log_redaction
+from src.run_record import check_resume, job_log, write_record
 
 log = logging.getLogger("src.train")
 
@@ -39,14 +41,22 @@ def train(dict_cfg: DictConfig) -> dict:
             lambda: (own_dir, stages.claim_run_dir(own_dir, cfg.resume))
         )
         shared.append(run_dir)
-        # memory.gradient_checkpointing=auto: the planner decides (the same answer on every process)
-        checkpointing, why = distributed.main_decides(lambda: resolve_checkpointing(cfg))
+        if resume_from is not None:  # the checkpoints must be continued with the settings they had
+            distributed.main_decides(lambda: check_resume(run_dir, dict_cfg))
+        elif distributed.is_main():  # this attempt owns the folder now: its record is written here only
+            write_record(run_dir, dict_cfg)
+    with job_log(run_dir) if distributed.is_main() else contextlib.nullcontext():
+        return _train(cfg, run_dir, resume_from)
+
+
+def _train(cfg: TrainConfig, run_dir: Path, resume_from: Path | None) -> dict:
+    from src import stages
+
+    # memory.gradient_checkpointing=auto: the planner decides (the same answer on every process)
+    checkpointing, why = distributed.main_decides(lambda: resolve_checkpointing(cfg))
     cfg.memory.gradient_checkpointing = checkpointing
     log.info("gradient checkpointing %s (%s)", "on" if checkpointing else "off", why)
     cfg.paths.output_dir = str(run_dir)
-    if distributed.is_main():
-        redact_files(run_dir / ".hydra")  # Hydra saved the overrides as typed, secrets included
-        (run_dir / "config.yaml").write_text(redact(OmegaConf.to_yaml(dict_cfg, resolve=True)))
     started = time.perf_counter()
     base, tokenizer = stages.build_tokenizer(cfg)
     data = stages.build_data(cfg, tokenizer, run_dir)

@@ -111,3 +111,50 @@ def test_unfinished_run_is_not_restarted_without_resume(reference, tmp_path):
     with pytest.raises(ConfigError, match="no complete checkpoint"):
         claim_run_dir(tmp_path / "empty", resume=True)
     assert sorted(os.listdir(run_dir / "checkpoints")) == before
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def refused(run_dir: Path, *extra: str) -> str:
+    result = subprocess.run(command(run_dir, *extra), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def test_a_refused_command_changes_no_byte_of_a_finished_run(reference):
+    """Hydra used to rewrite .hydra/config.yaml (here: lr 5e-3, never trained) and append to train.log."""
+    before = folder_digest(reference)
+    output = refused(reference, "optim.learning_rate=5e-3")
+    assert "already holds a finished run" in output
+    assert folder_digest(reference) == before
+
+
+def test_resume_with_other_settings_is_refused_naming_them_and_keeps_the_record(reference, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir, ignore=shutil.ignore_patterns("metrics.json", "adapter"))
+    before = folder_digest(run_dir)
+    output = refused(run_dir, "resume=true", "optim.learning_rate=5e-3")
+    assert "optim.learning_rate (0.001 → 0.005)" in output
+    output = refused(run_dir, "resume=true", "lora=r8")  # used to die with a traceback after loading weights
+    assert "lora.r (16 → 8)" in output
+    assert folder_digest(run_dir) == before
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_not_silently_reused(reference, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    shutil.copy(reference / "config.yaml", run_dir / "config.yaml")  # its record, written at the start
+    shutil.copy(reference / "train.log", run_dir / "train.log")
+    before = folder_digest(run_dir)
+    assert "holds an unfinished run; add resume=true" in refused(run_dir)
+    assert "has no complete checkpoint" in refused(run_dir, "resume=true")
+    assert folder_digest(run_dir) == before
