@@ -1,7 +1,8 @@
 """Keep secrets out of everything a run writes: saved configs, logs, TensorBoard text and reports.
 
-Secrets are: the password part of URLs (postgresql://user:PASSWORD@host/db), values of keys whose name
-says token/key/password/secret, and the values of environment variables with such names (HF_TOKEN …)."""
+Secrets are: the password part of URLs (postgresql://user:PASSWORD@host/db), the whole values of keys whose
+name says token/key/password/secret/pat (or is one of the usual database variables: PGPASSWORD, MYSQL_PWD,
+DATABASE_URL), and the values of environment variables with such names (HF_TOKEN, GITHUB_PAT …)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,16 @@ import re
 
 MASK = "***"
 # a name whose last component is token/key/password/secret: HF_TOKEN, api_key, db.password …
-SECRET_NAME = re.compile(r"(?:^|[_.\-])(?:token|key|apikey|password|passwd|secret)$", re.IGNORECASE)
+SECRET_NAME = re.compile(
+    r"(?:(?:^|[_.\-])(?:token|key|apikey|password|passwd|pwd|secret|pat)|^(?:pgpassword|database_url))$",
+    re.IGNORECASE,
+)
 NOT_SECRET = re.compile(r"(?:^|[_.\-])(?:pad|eos|bos|unk|sep|cls|mask)_token$", re.IGNORECASE)
 URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s'\"]+:)([^@\s'\"]+)(@)")
-KEY_VALUE = re.compile(r"(?P<key>[\w.-]+)(?P<sep>[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\s'\",}\]]+)")
+# key: value / key=value / "key": "value"; a quoted value is masked whole, spaces included
+KEY_VALUE = re.compile(
+    r"(?P<key>[\w.-]+)(?P<sep>[\"']?\s*[:=]\s*)(?P<value>\"[^\"\n]*\"|'[^'\n]*'|[^\s'\",}\]]+)"
+)
 EMPTY = {"null", "None", "none", "~", "<HUB_TOKEN>", MASK}
 
 
@@ -27,8 +34,10 @@ def _secret_env_values() -> list[str]:
 
 
 def _mask_value(match: re.Match) -> str:
-    if is_secret_name(match["key"]) and match["value"] not in EMPTY:
-        return f"{match['key']}{match['sep']}{MASK}"
+    value = match["value"]
+    if is_secret_name(match["key"]) and value.strip("\"'") not in EMPTY:
+        quote = value[0] if value[0] in "\"'" else ""
+        return f"{match['key']}{match['sep']}{quote}{MASK}{quote}"
     return match.group(0)
 
 

@@ -54,8 +54,11 @@ def write_record(run_dir: Path, dict_cfg: DictConfig) -> None:
         "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
         "overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(list(hydra_cfg.overrides.task))),
     }
-    for name, text in files.items():
-        (folder / name).write_text(redact(text))
+    for name, text in files.items():  # owner-only: launcher settings (env_set, storage URLs) live here
+        path = folder / name
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(redact(text))
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:

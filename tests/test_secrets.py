@@ -27,7 +27,13 @@ def test_run_outputs_hold_no_secret(tmp_path):
         f"hydra.run.dir={run_dir}",
         f"+hydra.job.env_set.DB_PASSWORD={PASSWORD}",  # lands in Hydra's saved hydra.yaml unless redacted
     ]
-    env = {"HF_TOKEN": TOKEN, "WANDB_API_KEY": "wandb-" + PASSWORD}
+    env = {
+        "HF_TOKEN": TOKEN,
+        "WANDB_API_KEY": "wandb-" + PASSWORD,
+        "PGPASSWORD": "pg-" + PASSWORD,
+        "MYSQL_PWD": "my-" + PASSWORD,
+        "GITHUB_PAT": "ghp-" + PASSWORD,
+    }
     result = run_module("src.train", *overrides, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert TOKEN not in result.stdout + result.stderr and PASSWORD not in result.stdout + result.stderr
@@ -36,3 +42,23 @@ def test_run_outputs_hold_no_secret(tmp_path):
     for path in files:
         data = path.read_bytes()
         assert TOKEN.encode() not in data and PASSWORD.encode() not in data, path
+    assert {oct(p.stat().st_mode & 0o777) for p in (run_dir / ".hydra").iterdir()} == {"0o600"}
+
+
+def test_a_refused_run_writes_no_secret_anywhere(tmp_path):
+    """Refused before any check could mask them (a config error): nothing is written at all."""
+    run_dir = tmp_path / "run"
+    overrides = [*TINY, "optim.learning_rate=-1", f"hydra.run.dir={run_dir}"]
+    overrides.append(f"+hydra.job.env_set.DB_PASSWORD={PASSWORD}")
+    result = run_module("src.train", *overrides, env={"DATABASE_URL": f"postgresql://u:{PASSWORD}@h/db"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert PASSWORD not in result.stdout + result.stderr
+    assert not run_dir.exists() or not any(p.is_file() for p in run_dir.rglob("*"))
+
+
+def test_whole_values_are_masked_including_spaces_and_database_variables(monkeypatch):
+    monkeypatch.setenv("PGPASSWORD", "pg secret value")
+    text = 'password: "two words" DATABASE_URL=postgresql://u:p@h/db note: pg secret value'
+    clean = redact(text)
+    assert "two words" not in clean and "postgresql://u:p" not in clean and "pg secret value" not in clean
+    assert 'password: "***"' in clean
