@@ -240,6 +240,11 @@ def local_files(spec: str) -> list[Path]:
                 f"data.path: no file matches '{part}'; give an existing .jsonl/.json/.parquet/.csv file or glob "
                 f"(relative paths start from {Path.cwd()})."
             )
+        for match in matches:
+            if Path(match).is_dir():
+                raise ConfigError(
+                    f"data.path: '{match}' is a folder; give its files or a glob (e.g. '{match}/*.jsonl')."
+                )
         files.extend(Path(m) for m in matches)
     return files
 
@@ -259,6 +264,12 @@ def validate(cfg: Any) -> None:
     if memory.gradient_checkpointing not in (True, False, "auto"):
         raise ConfigError(
             f"memory.gradient_checkpointing={memory.gradient_checkpointing!r} must be true, false or auto."
+        )
+    looks_local = model.name.startswith(("/", "./", "../", "~")) or Path(model.name).expanduser().exists()
+    if model.source == "hub" and looks_local and not Path(model.name).expanduser().is_dir():
+        raise ConfigError(
+            f"model.name={model.name} looks like a local path but is not an existing folder; give the folder "
+            "that holds config.json and the weights, or a Hub id such as Qwen/Qwen2.5-1.5B-Instruct."
         )
     if model.source in {"gguf", "random"} and not (model.gguf_package and model.gguf_file):
         raise ConfigError(f"model.source={model.source} needs model.gguf_package and model.gguf_file.")

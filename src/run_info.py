@@ -74,6 +74,8 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
     so a checkpoint cut short by a killed process lacks it (or holds a truncated one) and is skipped."""
     found = []
     for folder in (run_dir / "checkpoints").glob("checkpoint-*"):
+        if not folder.name.removeprefix("checkpoint-").isdigit():  # a copy or a stray folder: not ours
+            continue
         try:
             json.loads((folder / "trainer_state.json").read_text())
         except (OSError, ValueError):

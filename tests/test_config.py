@@ -193,3 +193,20 @@ def test_schema_defaults_equal_train_yaml():
             assert composed[field.name] == default, field.name
             checked += 1
     assert checked >= 20  # eval, monitor, save, plan and the top-level keys
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data=jsonl", "data.path={tmp}"], "is a folder; give its files or a glob"),
+        (["model=qwen2_5_1_5b", "model.name={tmp}/no-such-model"], "looks like a local path but is not"),
+    ],
+    ids=["data-path-is-a-folder", "local-model-folder-missing"],
+)
+def test_bad_paths_are_refused_in_one_sentence(tmp_path, overrides, message):
+    """Each used to end in a traceback (IsADirectoryError; 79 lines from the Hub client)."""
+    args = [o.format(tmp=tmp_path) for o in overrides] + [f"hydra.run.dir={tmp_path / 'run'}"]
+    result = run_module("src.train", *args, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stdout + result.stderr and "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").rglob("*.*"))

@@ -158,3 +158,14 @@ def test_a_run_killed_before_its_first_checkpoint_is_not_silently_reused(referen
     assert "holds an unfinished run; add resume=true" in refused(run_dir)
     assert "has no complete checkpoint" in refused(run_dir, "resume=true")
     assert folder_digest(run_dir) == before
+
+
+def test_a_stray_checkpoint_copy_does_not_break_resuming(reference, tmp_path):
+    """A user's `checkpoint-28-copy` used to crash the checkpoint scan with a traceback."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir, ignore=shutil.ignore_patterns("metrics.json", "adapter"))
+    newest = complete_checkpoints(run_dir)[-1]
+    shutil.copytree(newest, newest.with_name(f"{newest.name}-copy"))
+    assert complete_checkpoints(run_dir)[-1] == newest
+    run(run_dir, "resume=true")
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "finished"
