@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import random
 import socket
 import time
 from pathlib import Path
@@ -39,19 +38,24 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from src.atomic import write_text_atomic
+from sweep.study import (
+    FAIL_REASON,
+    OPTUNA_TARGETS,
+    PRUNED_AT,
+    open_sweep_study,
+    set_user_attr,
+    stored_trial,
+    tell,
+)
 
 log = logging.getLogger(__name__)
 
-PRUNED_AT = "pruned_at_step"  # user attribute the job sets when its pruner stopped it
-FAIL_REASON = "fail_reason"
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 # States of a trial that holds one of the n_trials places: finished, running, or queued to run.
 HOLDS_A_PLACE = (*DONE, TrialState.RUNNING, TrialState.WAITING)
 SURPLUS = "surplus"  # fail_reason prefix of a trial asked after other workers had taken the last place
 DUPLICATE = "duplicate"  # fail_reason prefix of an enqueued parameter set another worker enqueued too
 POLL_SECONDS = 2.0  # how often a worker with nothing left to start looks at the others' trials
-# what sweep configs may instantiate (Hydra asks for an allow-list): samplers and pruners
-OPTUNA_TARGETS = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*", "optuna.pruners.*")
 
 WORKER = "worker"
 
@@ -93,23 +97,13 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
             continue
         reason = f"interrupted: its sweep process (pid {worker['pid']} on {worker['host']}) is gone"
         try:
-            study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, reason)
+            set_user_attr(study, trial, FAIL_REASON, reason)
             tell(study, trial.number, state=TrialState.FAIL)
         except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError):
             continue  # another worker on this host marked it first
         stale.append(trial.number)
         log.warning("Trial %d %s; marked failed", trial.number, reason)
     return stale
-
-
-def tell(study: optuna.Study, trial: optuna.Trial | int, **outcome: Any) -> None:
-    """study.tell, where GridSampler's `study.stop()` after the last grid point (which raises outside
-    study.optimize) is harmless: the outcome is stored before it, and the sweep loop stops by n_trials."""
-    try:
-        study.tell(trial, **outcome)
-    except RuntimeError as error:
-        if "Study.stop" not in str(error):
-            raise
 
 
 def objective_view(metrics: dict[str, Any]) -> dict[str, float]:
@@ -174,13 +168,6 @@ def why_not_run(trials: list[FrozenTrial], number: int, n_trials: int) -> str | 
     return None
 
 
-def sqlite_folder(storage: str | None) -> Path | None:
-    """The folder an sqlite:/// URL lives in (created before Optuna opens it)."""
-    if storage and storage.startswith("sqlite:///"):
-        return Path(storage.removeprefix("sqlite:///")).parent
-    return None
-
-
 def visible_gpus() -> list[str]:
     """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries (NVML counts them when the variable is
     unset, so CUDA is not initialised in the sweep process)."""
@@ -219,26 +206,6 @@ def gpu_overrides(launcher: Any, env_set: Any, jobs: int) -> list[tuple[str, ...
 @functools.cache
 def _warn_once(message: str) -> None:
     log.warning(message)
-
-
-def open_study(storage: str | None, **kwargs: Any) -> optuna.Study:
-    """optuna.create_study(load_if_exists=True), retried when workers started together on an empty database
-    race to create Optuna's tables (the database then refuses the second CREATE TABLE or its version row)."""
-    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-
-    folder = sqlite_folder(storage)
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, 6):
-        try:
-            return optuna.create_study(storage=storage, load_if_exists=True, **kwargs)
-        except (IntegrityError, OperationalError, ProgrammingError) as error:
-            lost_race = not isinstance(error, OperationalError) or "already exists" in str(error)
-            if attempt == 5 or not lost_race:  # e.g. an unreachable server: no point in retrying
-                raise
-            log.info("Another worker is creating the study tables (%s); retrying", type(error).__name__)
-            time.sleep(0.2 + random.random())
-    raise AssertionError("unreachable")
 
 
 class SFTOptunaSweeper(OptunaSweeper):
@@ -287,14 +254,9 @@ class SFTOptunaSweeper(OptunaSweeper):
             self.grid = {name: impl._to_grid_sampler_choices(d) for name, d in space.items()}
             impl.sampler = impl.sampler(self.grid)
             impl.n_trials = min(impl.n_trials, math.prod(len(choices) for choices in self.grid.values()))
-        study = open_study(
-            impl.storage,
-            study_name=impl.study_name,
-            sampler=impl.sampler,
-            directions=impl._get_directions(),
+        study = open_sweep_study(
+            impl.storage, impl.study_name, impl.sampler, impl._get_directions(), self.objectives
         )
-        if study.metric_names is None:  # the report's column names
-            study.set_metric_names(self.objectives)
         fail_stale_trials(study)
         self._enqueue_new(study)
         done = finished_trials(study)
@@ -387,7 +349,7 @@ class SFTOptunaSweeper(OptunaSweeper):
         """Fail a trial that must not run; an enqueued parameter set that lost a race is queued again."""
         trial.set_user_attr(FAIL_REASON, reason)
         tell(study, trial, state=TrialState.FAIL)
-        fixed = study._storage.get_trial(trial._trial_id).system_attrs.get("fixed_params")
+        fixed = stored_trial(study, trial).system_attrs.get("fixed_params")
         if fixed is not None and reason.startswith(SURPLUS):
             study.enqueue_trial(fixed)
         log.info("Trial %d not run (%s)", trial.number, reason)
@@ -422,7 +384,7 @@ class SFTOptunaSweeper(OptunaSweeper):
             tell(study, trial, state=TrialState.FAIL)
             log.warning("Trial %d failed: %s", trial.number, reason)
             return False
-        attrs = study._storage.get_trial(trial._trial_id).user_attrs
+        attrs = stored_trial(study, trial).user_attrs
         if PRUNED_AT in attrs:
             tell(study, trial, state=TrialState.PRUNED)
             log.info("Trial %d pruned at step %s", trial.number, attrs[PRUNED_AT])
@@ -475,7 +437,7 @@ def recovered_outcome(study: optuna.Study, trial: optuna.Trial, error: Exception
     """A job's result when its launcher raised instead of returning it (hydra-submitit-launcher raises for
     the whole batch when one SLURM job is killed): a finished or pruned trial's metrics.json still holds its
     objective; any other trial failed with the launcher's error."""
-    run_dir = study._storage.get_trial(trial._trial_id).user_attrs.get("run_dir")
+    run_dir = stored_trial(study, trial).user_attrs.get("run_dir")
     path = Path(run_dir) / "metrics.json" if run_dir else None
     metrics = json.loads(path.read_text()) if path is not None and path.is_file() else {}
     if metrics.get("status") in ("finished", "pruned"):

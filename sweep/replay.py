@@ -32,7 +32,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep.curves import CONFIG_KEYS, read_csv
-from sweep.optuna_sweeper import OPTUNA_TARGETS
+from sweep.study import OPTUNA_TARGETS
 
 log_scale_keys = ("optim.learning_rate", "lora.r", "lora.alpha", "optim.num_train_epochs")
 
