@@ -251,6 +251,20 @@ def search_space(strategy: Strategy) -> dict[str, optuna.distributions.BaseDistr
     return space
 
 
+def suggest(trial: optuna.Trial, name: str, distribution: optuna.distributions.BaseDistribution) -> Any:
+    """The trial's value of `name` drawn from `distribution` through the public suggest_* calls, which build
+    the same distribution again (the sweeper's plugin passes it to Optuna's private Trial._suggest)."""
+    if isinstance(distribution, optuna.distributions.FloatDistribution):
+        return trial.suggest_float(
+            name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+        )
+    if isinstance(distribution, optuna.distributions.IntDistribution):
+        return trial.suggest_int(
+            name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+        )
+    return trial.suggest_categorical(name, distribution.choices)
+
+
 def make_sampler(strategy: Strategy, seed: int, space) -> optuna.samplers.BaseSampler:
     from hydra.utils import instantiate
 
@@ -324,7 +338,7 @@ def replay_sweep(recording: Recording, strategy: Strategy, seed: int, max_steps:
     trace, used = SweepTrace(), 0
     while used < max_steps and len(trace.ends) < 10 * len(recording.curves):
         trial = study.ask()
-        params = {name: trial._suggest(name, distribution) for name, distribution in space.items()}
+        params = {name: suggest(trial, name, distribution) for name, distribution in space.items()}
         config = snap(recording, params, strategy)
         curve = recording.curves[config]
         value, steps, pruned = run_curve(trial, curve, strategy)
