@@ -130,10 +130,10 @@ def restore_grid_study(csv_path: Path, overrides: list[str]) -> int:
     `python -m src.train -m …` command) define to that study's storage, each on its grid point; returns
     how many were added. Trials already in the study are left alone."""
     import optuna
-    from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
     from omegaconf import OmegaConf
 
     from src.config import compose
+    from sweep.space import grid_choices, search_space
     from sweep.study import grid_trial, open_study
 
     cfg = compose(overrides, with_hydra=True)
@@ -141,10 +141,8 @@ def restore_grid_study(csv_path: Path, overrides: list[str]) -> int:
     if OmegaConf.select(sweeper, "sampler._target_") != "optuna.samplers.GridSampler":
         raise SystemExit("--restore needs a grid sweep (hydra/sweeper/sampler=grid).")
     params = [f"{k}={v}" for k, v in sweeper.params.items()]
-    space, fixed, _ = create_params_from_overrides(params + [o for o in overrides if "=" in o])
-    for name in fixed:
-        space.pop(name, None)
-    grid = {name: OptunaSweeperImpl._to_grid_sampler_choices(d) for name, d in space.items()}
+    space, _, _ = search_space(params + [o for o in overrides if "=" in o])
+    grid = grid_choices(space)
     # GridSampler numbers its grid points after shuffling them with its seed: the same seed, the same ids.
     sampler = optuna.samplers.GridSampler(grid, seed=sweeper.sampler.get("seed"))
     study = open_study(

@@ -32,12 +32,12 @@ from typing import Any
 import optuna
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
-from hydra_plugins.hydra_optuna_sweeper import _impl
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from src.atomic import write_text_atomic
+from sweep.space import grid_choices, search_space
 from sweep.study import (
     FAIL_REASON,
     OPTUNA_TARGETS,
@@ -242,16 +242,16 @@ class SFTOptunaSweeper(OptunaSweeper):
         self.grid: dict[str, list] | None = None  # the grid's choices per param under sampler=grid
 
     def sweep(self, arguments: list[str]) -> None:
+        # The plugin's OptunaSweeperImpl: its params parsing, directions and trial configuring are private
+        # methods, which hydra-optuna-sweeper 1.4.0rc3 exposes no public equivalent of.
         impl = self.sweeper
         impl._process_searchspace_config()
         params_conf = impl._parse_sweeper_params_config() + list(arguments)
-        space, fixed_params, fixed_overrides = _impl.create_params_from_overrides(params_conf)
-        for name in fixed_params:
-            space.pop(name, None)
+        space, fixed_params, fixed_overrides = search_space(params_conf)
         self.grid = None
         if isinstance(impl.sampler, functools.partial) and impl.sampler.func is optuna.samplers.GridSampler:
             # hydra/sweeper/sampler=grid: every combination of the (discrete) params once, in a seeded order
-            self.grid = {name: impl._to_grid_sampler_choices(d) for name, d in space.items()}
+            self.grid = grid_choices(space)
             impl.sampler = impl.sampler(self.grid)
             impl.n_trials = min(impl.n_trials, math.prod(len(choices) for choices in self.grid.values()))
         study = open_sweep_study(

@@ -18,7 +18,6 @@ import optuna
 import pytest
 import yaml
 from hydra.core.utils import JobReturn, JobStatus
-from hydra_plugins.hydra_optuna_sweeper import _impl
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
@@ -32,6 +31,7 @@ from sweep.optuna_sweeper import (
     why_not_run,
     worker_identity,
 )
+from sweep.space import search_space
 from sweep.study import FAIL_REASON, open_study, running_trial, stored_trial
 from tests.conftest import ROOT
 from tests.test_sweep import sweep_command
@@ -117,7 +117,7 @@ def test_a_trial_asked_after_the_last_place_was_taken_is_surplus(tmp_path):
 
 def test_a_worker_racing_for_the_last_place_launches_nothing(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    space, fixed, fixed_overrides = _impl.create_params_from_overrides(SPACE)
+    space, fixed, fixed_overrides = search_space(SPACE)
     late = make_worker(storage, tmp_path / "late", objective, n_trials=4)
     late_study = open_study(storage, study_name="workers")
 
@@ -136,7 +136,7 @@ def test_a_worker_racing_for_the_last_place_launches_nothing(tmp_path):
 
 def test_a_surplus_enqueued_trial_is_queued_again_and_runs_on_resume(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    space, fixed, fixed_overrides = _impl.create_params_from_overrides(SPACE)
+    space, fixed, fixed_overrides = search_space(SPACE)
     late = make_worker(storage, tmp_path / "late", objective, n_trials=1)
     late_study = open_study(storage, study_name="workers")
 
