@@ -37,6 +37,7 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from src.atomic import write_text_atomic
+from sweep.places import finished_trials, free_places, runnable_trials
 from sweep.space import grid_choices, search_space
 from sweep.study import (
     FAIL_REASON,
@@ -50,11 +51,6 @@ from sweep.study import (
 
 log = logging.getLogger(__name__)
 
-DONE = (TrialState.COMPLETE, TrialState.PRUNED)
-# States of a trial that holds one of the n_trials places: finished, running, or queued to run.
-HOLDS_A_PLACE = (*DONE, TrialState.RUNNING, TrialState.WAITING)
-SURPLUS = "surplus"  # fail_reason prefix of a trial asked after other workers had taken the last place
-DUPLICATE = "duplicate"  # fail_reason prefix of an enqueued parameter set another worker enqueued too
 POLL_SECONDS = 2.0  # how often a worker with nothing left to start looks at the others' trials
 
 WORKER = "worker"
@@ -135,37 +131,6 @@ def objective_values(returned: Any, objectives: list[str]) -> list[float]:
 
 class SweepAborted(RuntimeError):
     """More trials failed than the sweep's failure budget allows."""
-
-
-def finished_trials(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=DONE))
-
-
-def is_surplus(trial: FrozenTrial) -> bool:
-    return trial.state == TrialState.FAIL and trial.user_attrs.get(FAIL_REASON, "").startswith(SURPLUS)
-
-
-def why_not_run(trials: list[FrozenTrial], number: int, n_trials: int) -> str | None:
-    """Why the just-asked trial `number` must not run (a fail_reason), or None if it may run.
-
-    Workers count free places before they ask, but two workers can count at the same moment and both ask
-    for the last place. The storage numbers trials atomically, so every worker settles such races by the
-    same rule: a trial runs only if fewer than `n_trials` trials with smaller numbers are finished, running
-    or queued. Trials that end COMPLETE or PRUNED therefore never exceed `n_trials`; a trial that loses is
-    told FAIL with a "surplus" reason before it gets parameters, a job or a folder, and does not count. The
-    rule can only err towards too few places (a smaller trial that later fails or loses its own race), and
-    the worker's loop then asks again. An enqueued parameter set that two workers starting together both
-    queued runs once: the copy with the larger number is a "duplicate"."""
-    trial = next(t for t in trials if t.number == number)
-    ahead = [t for t in trials if t.number < number]
-    fixed = trial.system_attrs.get("fixed_params")
-    if fixed is not None:
-        for other in ahead:
-            if other.system_attrs.get("fixed_params") == fixed and not is_surplus(other):
-                return f"{DUPLICATE}: trial {other.number} has the same enqueued parameters"
-    if sum(t.state in HOLDS_A_PLACE for t in ahead) >= n_trials:
-        return f"{SURPLUS}: n_trials={n_trials} places were taken by other workers' trials"
-    return None
 
 
 def visible_gpus() -> list[str]:
@@ -273,9 +238,8 @@ class SFTOptunaSweeper(OptunaSweeper):
         failures, waiting_since, waiting_for = 0, None, None
         while True:
             trials = study.get_trials(deepcopy=False)
-            done = sum(t.state in DONE for t in trials)
             running = [t for t in trials if t.state == TrialState.RUNNING]
-            free = impl.n_trials - done - len(running)
+            free = free_places(trials, impl.n_trials)
             if free > 0:
                 failures += self._run_batch(
                     study, min(free, impl.n_jobs), space, fixed_params, fixed_overrides
@@ -317,14 +281,7 @@ class SFTOptunaSweeper(OptunaSweeper):
         batch = [study.ask() for _ in range(size)]
         for trial in batch:  # who runs it, so a restarted sweep can tell a dead worker's trial
             trial.set_user_attr(WORKER, identity)
-        snapshot = study.get_trials(deepcopy=False)
-        runnable = []
-        for trial in batch:
-            reason = why_not_run(snapshot, trial.number, impl.n_trials)
-            if reason is None:
-                runnable.append(trial)
-            else:
-                self._drop(study, trial, reason)
+        runnable = runnable_trials(study, batch, impl.n_trials)
         overrides = []
         for trial in runnable:
             self._reseed(study, trial.number)
@@ -344,15 +301,6 @@ class SFTOptunaSweeper(OptunaSweeper):
             returns = [recovered_outcome(study, trial, error) for trial in runnable]
         impl.job_idx += len(returns)
         return sum(not self._tell(study, trial, result) for trial, result in zip(runnable, returns))
-
-    def _drop(self, study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
-        """Fail a trial that must not run; an enqueued parameter set that lost a race is queued again."""
-        trial.set_user_attr(FAIL_REASON, reason)
-        tell(study, trial, state=TrialState.FAIL)
-        fixed = stored_trial(study, trial).system_attrs.get("fixed_params")
-        if fixed is not None and reason.startswith(SURPLUS):
-            study.enqueue_trial(fixed)
-        log.info("Trial %d not run (%s)", trial.number, reason)
 
     def _reseed(self, study: optuna.Study, number: int) -> None:
         """Trial N samples with seed + N: reproducible per trial, and distinct across workers (which would

@@ -23,14 +23,13 @@ from optuna.trial import TrialState
 
 from sweep import optuna_sweeper
 from sweep.optuna_sweeper import (
-    DONE,
     WORKER,
     SFTOptunaSweeper,
     fail_stale_trials,
     gpu_overrides,
-    why_not_run,
     worker_identity,
 )
+from sweep.places import DONE, why_not_run
 from sweep.space import search_space
 from sweep.study import FAIL_REASON, open_study, running_trial, stored_trial
 from tests.conftest import ROOT
