@@ -18,13 +18,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
 import math
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -34,9 +32,10 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import OmegaConf
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from src.atomic import write_text_atomic
+from sweep.liveness import WORKER, describe_worker, fail_stale_trials, worker_identity
 from sweep.places import finished_trials, free_places, runnable_trials
 from sweep.space import grid_choices, search_space
 from sweep.study import (
@@ -44,7 +43,6 @@ from sweep.study import (
     OPTUNA_TARGETS,
     PRUNED_AT,
     open_sweep_study,
-    set_user_attr,
     stored_trial,
     tell,
 )
@@ -52,54 +50,6 @@ from sweep.study import (
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 2.0  # how often a worker with nothing left to start looks at the others' trials
-
-WORKER = "worker"
-
-
-def worker_identity() -> dict[str, Any]:
-    """Who runs a trial: host, pid and pid namespace (containers sharing a host name have separate ones)."""
-    namespace = None
-    with contextlib.suppress(OSError):
-        namespace = os.readlink("/proc/self/ns/pid")
-    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_namespace": namespace}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _checkable_here(worker: dict[str, Any], here: dict[str, Any]) -> bool:
-    """Whether this process can tell if `worker` is alive: same host and, where recorded, same pid namespace."""
-    if worker.get("host") != here["host"]:
-        return False
-    return worker.get("pid_namespace") in (None, here["pid_namespace"]) or here["pid_namespace"] is None
-
-
-def fail_stale_trials(study: optuna.Study) -> list[int]:
-    """Mark RUNNING trials whose sweep process on this host is gone (killed, preempted) as FAIL with the
-    reason "interrupted"; they are not re-run with the same parameters, and do not count towards n_trials.
-    Trials of live workers, and of workers on other hosts (their liveness cannot be checked from here),
-    are left alone."""
-    here, stale = worker_identity(), []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get(WORKER) or {}
-        if not _checkable_here(worker, here) or _alive(int(worker.get("pid", -1))):
-            continue
-        reason = f"interrupted: its sweep process (pid {worker['pid']} on {worker['host']}) is gone"
-        try:
-            set_user_attr(study, trial, FAIL_REASON, reason)
-            tell(study, trial.number, state=TrialState.FAIL)
-        except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError):
-            continue  # another worker on this host marked it first
-        stale.append(trial.number)
-        log.warning("Trial %d %s; marked failed", trial.number, reason)
-    return stale
 
 
 def objective_view(metrics: dict[str, Any]) -> dict[str, float]:
@@ -396,8 +346,3 @@ def recovered_outcome(study: optuna.Study, trial: optuna.Trial, error: Exception
 
 class JobLost(RuntimeError):
     """A job whose launcher raised before returning its result, and that left no finished metrics.json."""
-
-
-def describe_worker(trial: FrozenTrial) -> str:
-    worker = trial.user_attrs.get(WORKER) or {}
-    return f"pid {worker.get('pid', '?')} on {worker.get('host', '?')}"
