@@ -19,22 +19,20 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from src.atomic import write_text_atomic
+from sweep.launch import launch_trials
 from sweep.liveness import WORKER, describe_worker, fail_stale_trials, worker_identity
 from sweep.places import finished_trials, free_places, runnable_trials
 from sweep.space import grid_choices, search_space
@@ -81,46 +79,6 @@ def objective_values(returned: Any, objectives: list[str]) -> list[float]:
 
 class SweepAborted(RuntimeError):
     """More trials failed than the sweep's failure budget allows."""
-
-
-def visible_gpus() -> list[str]:
-    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries (NVML counts them when the variable is
-    unset, so CUDA is not initialised in the sweep process)."""
-    setting = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if setting is None:
-        import torch
-
-        return [str(index) for index in range(torch.cuda.device_count())]
-    gpus = []
-    for entry in (e.strip() for e in setting.split(",")):
-        if not entry or entry.startswith("-"):
-            break  # CUDA ignores everything from an invalid entry on ("-1" hides all GPUs)
-        gpus.append(entry)
-    return gpus
-
-
-def gpu_overrides(launcher: Any, env_set: Any, jobs: int) -> list[tuple[str, ...]]:
-    """One GPU per job for the joblib launcher's parallel jobs: job k of a batch gets visible GPU k mod count,
-    through hydra.job.env_set (applied before the job imports torch). Nothing for other launchers (SLURM
-    gives each job its own GPUs), for one job at a time, for fewer than 2 GPUs, or when the user set
-    hydra.job.env_set.CUDA_VISIBLE_DEVICES."""
-    nothing: list[tuple[str, ...]] = [()] * jobs
-    if jobs < 2 or "joblib" not in str(launcher.get("_target_", "")) or "CUDA_VISIBLE_DEVICES" in env_set:
-        return nothing
-    gpus = visible_gpus()
-    if len(gpus) < 2:
-        return nothing
-    if launcher.get("backend") != "multiprocessing":
-        _warn_once(
-            "joblib's loky backend reuses worker processes, and a process keeps the GPU of its first trial; "
-            "use hydra/launcher=joblib_gpus (a fresh process per trial) to pin every trial"
-        )
-    return [(f"++hydra.job.env_set.CUDA_VISIBLE_DEVICES='{gpus[k % len(gpus)]}'",) for k in range(jobs)]
-
-
-@functools.cache
-def _warn_once(message: str) -> None:
-    log.warning(message)
 
 
 class SFTOptunaSweeper(OptunaSweeper):
@@ -236,20 +194,9 @@ class SFTOptunaSweeper(OptunaSweeper):
         for trial in runnable:
             self._reseed(study, trial.number)
             overrides += impl._configure_trials([trial], space, fixed_params, fixed_overrides)
-        gpus = gpu_overrides(impl.config.hydra.launcher, impl.config.hydra.job.env_set, len(runnable))
-        overrides = [(*o, f"trial={t.number}", *g) for o, t, g in zip(overrides, runnable, gpus)]
-        if not overrides:
+        if not runnable:
             return 0
-        try:
-            returns = impl.launcher.launch(overrides, initial_job_idx=impl.job_idx)
-        except Exception as error:  # the launcher lost a job: SLURM's time limit, a killed joblib process …
-            log.warning(
-                "The launcher failed (%s: %s); reading the batch's outcomes from its folders",
-                type(error).__name__,
-                error,
-            )
-            returns = [recovered_outcome(study, trial, error) for trial in runnable]
-        impl.job_idx += len(returns)
+        returns = launch_trials(impl, study, runnable, overrides)
         return sum(not self._tell(study, trial, result) for trial, result in zip(runnable, returns))
 
     def _reseed(self, study: optuna.Study, number: int) -> None:
@@ -329,20 +276,3 @@ class SFTOptunaSweeper(OptunaSweeper):
             sweep_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(results))
         )
         log.info("Report: python -m sweep.report %s", sweep_dir)
-
-
-def recovered_outcome(study: optuna.Study, trial: optuna.Trial, error: Exception) -> JobReturn:
-    """A job's result when its launcher raised instead of returning it (hydra-submitit-launcher raises for
-    the whole batch when one SLURM job is killed): a finished or pruned trial's metrics.json still holds its
-    objective; any other trial failed with the launcher's error."""
-    run_dir = stored_trial(study, trial).user_attrs.get("run_dir")
-    path = Path(run_dir) / "metrics.json" if run_dir else None
-    metrics = json.loads(path.read_text()) if path is not None and path.is_file() else {}
-    if metrics.get("status") in ("finished", "pruned"):
-        return JobReturn(status=JobStatus.COMPLETED, _return_value=metrics)
-    lost = JobLost(f"the launcher lost this job: {type(error).__name__}: {error}")
-    return JobReturn(status=JobStatus.FAILED, _return_value=lost)
-
-
-class JobLost(RuntimeError):
-    """A job whose launcher raised before returning its result, and that left no finished metrics.json."""

@@ -22,8 +22,9 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from sweep import optuna_sweeper
+from sweep.launch import gpu_overrides
 from sweep.liveness import WORKER, fail_stale_trials, worker_identity
-from sweep.optuna_sweeper import SFTOptunaSweeper, gpu_overrides
+from sweep.optuna_sweeper import SFTOptunaSweeper
 from sweep.places import DONE, why_not_run
 from sweep.space import search_space
 from sweep.study import FAIL_REASON, open_study, running_trial, stored_trial
