@@ -11,7 +11,7 @@ import logging
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep.study import FAIL_REASON, stored_trial, tell
+from sweep.study import FAIL_REASON, tell
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +61,22 @@ def why_not_run(trials: list[FrozenTrial], number: int, n_trials: int) -> str | 
 def runnable_trials(study: optuna.Study, batch: list[optuna.Trial], n_trials: int) -> list[optuna.Trial]:
     """The just-asked trials of `batch` that may run; the others are dropped (see `why_not_run`)."""
     snapshot = study.get_trials(deepcopy=False)
+    fixed_params = {t.number: t.system_attrs.get("fixed_params") for t in snapshot}
     runnable = []
     for trial in batch:
         reason = why_not_run(snapshot, trial.number, n_trials)
         if reason is None:
             runnable.append(trial)
         else:
-            drop(study, trial, reason)
+            drop(study, trial, reason, fixed_params[trial.number])
     return runnable
 
 
-def drop(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
-    """Fail a trial that must not run; an enqueued parameter set that lost a race is queued again."""
+def drop(study: optuna.Study, trial: optuna.Trial, reason: str, fixed: dict | None) -> None:
+    """Fail a trial that must not run; an enqueued parameter set (`fixed`) that lost a race is queued
+    again."""
     trial.set_user_attr(FAIL_REASON, reason)
     tell(study, trial, state=TrialState.FAIL)
-    fixed = stored_trial(study, trial).system_attrs.get("fixed_params")
     if fixed is not None and reason.startswith(SURPLUS):
         study.enqueue_trial(fixed)
     log.info("Trial %d not run (%s)", trial.number, reason)
