@@ -1,10 +1,11 @@
-"""The Hydra Optuna sweeper, extended where SFT sweeps need more than the plugin (hydra-optuna-sweeper 1.4.0rc3):
+"""The sweep loop: the Hydra Optuna sweeper, extended where SFT sweeps need more than the plugin
+(hydra-optuna-sweeper 1.4.0rc3):
 
 - resume: re-running a sweep continues its study up to `n_trials` finished (complete + pruned) trials in
   total, instead of running `n_trials` more;
 - parallel workers: the same command started by several processes or machines on one storage URL shares
-  the study: `n_trials` stays the total, no trial runs twice (see `why_not_run`), and each worker waits for
-  the others' running trials before it reports, so all of them name the same best trial;
+  the study: `n_trials` stays the total, no trial runs twice (see `sweep.places.why_not_run`), and each
+  worker waits for the others' running trials before it reports, so all of them name the same best trial;
 - trial identity: each job receives its Optuna trial number (`trial=N`), so it writes to `trial_N/` (never a
   reused Hydra job number) and reports eval losses to its own trial for pruning;
 - pruning: a trial the job stopped through the pruner is told PRUNED, not COMPLETE or FAIL;
@@ -14,6 +15,11 @@
   trial N draws its random choices from `sampler.seed + N`, so workers sharing a seed do not repeat
   each other's parameters;
 - GPUs: parallel trials of the joblib launcher are pinned to one visible GPU each.
+
+This module is the loop (open the study, ask, launch, tell, wait for other workers, report) and how a job's
+result becomes the trial's outcome; it calls sweep.study (the study, and Optuna's private API), sweep.space
+(the search space), sweep.places (the n_trials rule), sweep.liveness (dead workers' trials) and
+sweep.launch (jobs and GPUs). hydra_plugins/sft_optuna_sweeper makes Hydra find it as a plugin.
 """
 
 from __future__ import annotations
