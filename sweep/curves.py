@@ -130,27 +130,21 @@ def restore_grid_study(csv_path: Path, overrides: list[str]) -> int:
     `python -m src.train -m …` command) define to that study's storage, each on its grid point; returns
     how many were added. Trials already in the study are left alone."""
     import optuna
-    from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
     from omegaconf import OmegaConf
 
     from src.config import compose
-    from sweep.optuna_sweeper import open_study
+    from sweep.space import grid_choices, search_space
+    from sweep.study import grid_trial, open_study
 
     cfg = compose(overrides, with_hydra=True)
     sweeper = cfg.hydra.sweeper
     if OmegaConf.select(sweeper, "sampler._target_") != "optuna.samplers.GridSampler":
         raise SystemExit("--restore needs a grid sweep (hydra/sweeper/sampler=grid).")
     params = [f"{k}={v}" for k, v in sweeper.params.items()]
-    space, fixed, _ = create_params_from_overrides(params + [o for o in overrides if "=" in o])
-    for name in fixed:
-        space.pop(name, None)
-    grid = {name: OptunaSweeperImpl._to_grid_sampler_choices(d) for name, d in space.items()}
+    space, _, _ = search_space(params + [o for o in overrides if "=" in o])
+    grid = grid_choices(space)
     # GridSampler numbers its grid points after shuffling them with its seed: the same seed, the same ids.
-    # Its grid and search-space attributes are private; rebuilding them is the only way to mark a point
-    # visited (checked on optuna 5.0.0).
     sampler = optuna.samplers.GridSampler(grid, seed=sweeper.sampler.get("seed"))
-    points = sampler._all_grids
-    names = sampler._param_names
     study = open_study(
         OmegaConf.to_container(sweeper, resolve=True)["storage"], study_name=sweeper.study_name
     )
@@ -163,16 +157,13 @@ def restore_grid_study(csv_path: Path, overrides: list[str]) -> int:
     for number, rows in sorted(by_trial.items()):
         if any(number in pair for pair in done):
             continue
-        values = tuple(rows[0][name] for name in names)
-        grid_id = next(i for i, point in enumerate(points) if all(a == b for a, b in zip(point, values)))
         study.add_trial(
-            optuna.trial.create_trial(
+            grid_trial(
+                sampler,
+                rows[0],
                 state=optuna.trial.TrialState.COMPLETE,
-                params=dict(zip(names, points[grid_id])),
-                distributions={n: optuna.distributions.CategoricalDistribution(grid[n]) for n in names},
                 value=min(r["eval_loss"] for r in rows),
                 user_attrs={"restored_trial": number, "restored_from": str(csv_path)},
-                system_attrs={"grid_id": grid_id, "search_space": sampler._search_space},
             )
         )
         added += 1

@@ -1,10 +1,11 @@
-"""The Hydra Optuna sweeper, extended where SFT sweeps need more than the plugin (hydra-optuna-sweeper 1.4.0rc3):
+"""The sweep loop: the Hydra Optuna sweeper, extended where SFT sweeps need more than the plugin
+(hydra-optuna-sweeper 1.4.0rc3):
 
 - resume: re-running a sweep continues its study up to `n_trials` finished (complete + pruned) trials in
   total, instead of running `n_trials` more;
 - parallel workers: the same command started by several processes or machines on one storage URL shares
-  the study: `n_trials` stays the total, no trial runs twice (see `why_not_run`), and each worker waits for
-  the others' running trials before it reports, so all of them name the same best trial;
+  the study: `n_trials` stays the total, no trial runs twice (see `sweep.places.why_not_run`), and each
+  worker waits for the others' running trials before it reports, so all of them name the same best trial;
 - trial identity: each job receives its Optuna trial number (`trial=N`), so it writes to `trial_N/` (never a
   reused Hydra job number) and reports eval losses to its own trial for pruning;
 - pruning: a trial the job stopped through the pruner is told PRUNED, not COMPLETE or FAIL;
@@ -14,102 +15,45 @@
   trial N draws its random choices from `sampler.seed + N`, so workers sharing a seed do not repeat
   each other's parameters;
 - GPUs: parallel trials of the joblib launcher are pinned to one visible GPU each.
+
+This module is the loop (open the study, ask, launch, tell, wait for other workers, report) and how a job's
+result becomes the trial's outcome; it calls sweep.study (the study, and Optuna's private API), sweep.space
+(the search space), sweep.places (the n_trials rule), sweep.liveness (dead workers' trials) and
+sweep.launch (jobs and GPUs). hydra_plugins/sft_optuna_sweeper makes Hydra find it as a plugin.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import json
 import logging
 import math
-import os
-import random
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
-from hydra_plugins.hydra_optuna_sweeper import _impl
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import OmegaConf
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from src.atomic import write_text_atomic
+from sweep.launch import launch_trials
+from sweep.liveness import WORKER, describe_worker, fail_stale_trials, worker_identity
+from sweep.places import finished_trials, free_places, runnable_trials
+from sweep.space import grid_choices, search_space
+from sweep.study import (
+    FAIL_REASON,
+    OPTUNA_TARGETS,
+    PRUNED_AT,
+    open_sweep_study,
+    stored_trial,
+    tell,
+)
 
 log = logging.getLogger(__name__)
 
-PRUNED_AT = "pruned_at_step"  # user attribute the job sets when its pruner stopped it
-FAIL_REASON = "fail_reason"
-DONE = (TrialState.COMPLETE, TrialState.PRUNED)
-# States of a trial that holds one of the n_trials places: finished, running, or queued to run.
-HOLDS_A_PLACE = (*DONE, TrialState.RUNNING, TrialState.WAITING)
-SURPLUS = "surplus"  # fail_reason prefix of a trial asked after other workers had taken the last place
-DUPLICATE = "duplicate"  # fail_reason prefix of an enqueued parameter set another worker enqueued too
 POLL_SECONDS = 2.0  # how often a worker with nothing left to start looks at the others' trials
-# what sweep configs may instantiate (Hydra asks for an allow-list): samplers and pruners
-OPTUNA_TARGETS = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*", "optuna.pruners.*")
-
-WORKER = "worker"
-
-
-def worker_identity() -> dict[str, Any]:
-    """Who runs a trial: host, pid and pid namespace (containers sharing a host name have separate ones)."""
-    namespace = None
-    with contextlib.suppress(OSError):
-        namespace = os.readlink("/proc/self/ns/pid")
-    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_namespace": namespace}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _checkable_here(worker: dict[str, Any], here: dict[str, Any]) -> bool:
-    """Whether this process can tell if `worker` is alive: same host and, where recorded, same pid namespace."""
-    if worker.get("host") != here["host"]:
-        return False
-    return worker.get("pid_namespace") in (None, here["pid_namespace"]) or here["pid_namespace"] is None
-
-
-def fail_stale_trials(study: optuna.Study) -> list[int]:
-    """Mark RUNNING trials whose sweep process on this host is gone (killed, preempted) as FAIL with the
-    reason "interrupted"; they are not re-run with the same parameters, and do not count towards n_trials.
-    Trials of live workers, and of workers on other hosts (their liveness cannot be checked from here),
-    are left alone."""
-    here, stale = worker_identity(), []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get(WORKER) or {}
-        if not _checkable_here(worker, here) or _alive(int(worker.get("pid", -1))):
-            continue
-        reason = f"interrupted: its sweep process (pid {worker['pid']} on {worker['host']}) is gone"
-        try:
-            study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, reason)
-            tell(study, trial.number, state=TrialState.FAIL)
-        except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError):
-            continue  # another worker on this host marked it first
-        stale.append(trial.number)
-        log.warning("Trial %d %s; marked failed", trial.number, reason)
-    return stale
-
-
-def tell(study: optuna.Study, trial: optuna.Trial | int, **outcome: Any) -> None:
-    """study.tell, where GridSampler's `study.stop()` after the last grid point (which raises outside
-    study.optimize) is harmless: the outcome is stored before it, and the sweep loop stops by n_trials."""
-    try:
-        study.tell(trial, **outcome)
-    except RuntimeError as error:
-        if "Study.stop" not in str(error):
-            raise
 
 
 def objective_view(metrics: dict[str, Any]) -> dict[str, float]:
@@ -141,104 +85,6 @@ def objective_values(returned: Any, objectives: list[str]) -> list[float]:
 
 class SweepAborted(RuntimeError):
     """More trials failed than the sweep's failure budget allows."""
-
-
-def finished_trials(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=DONE))
-
-
-def is_surplus(trial: FrozenTrial) -> bool:
-    return trial.state == TrialState.FAIL and trial.user_attrs.get(FAIL_REASON, "").startswith(SURPLUS)
-
-
-def why_not_run(trials: list[FrozenTrial], number: int, n_trials: int) -> str | None:
-    """Why the just-asked trial `number` must not run (a fail_reason), or None if it may run.
-
-    Workers count free places before they ask, but two workers can count at the same moment and both ask
-    for the last place. The storage numbers trials atomically, so every worker settles such races by the
-    same rule: a trial runs only if fewer than `n_trials` trials with smaller numbers are finished, running
-    or queued. Trials that end COMPLETE or PRUNED therefore never exceed `n_trials`; a trial that loses is
-    told FAIL with a "surplus" reason before it gets parameters, a job or a folder, and does not count. The
-    rule can only err towards too few places (a smaller trial that later fails or loses its own race), and
-    the worker's loop then asks again. An enqueued parameter set that two workers starting together both
-    queued runs once: the copy with the larger number is a "duplicate"."""
-    trial = next(t for t in trials if t.number == number)
-    ahead = [t for t in trials if t.number < number]
-    fixed = trial.system_attrs.get("fixed_params")
-    if fixed is not None:
-        for other in ahead:
-            if other.system_attrs.get("fixed_params") == fixed and not is_surplus(other):
-                return f"{DUPLICATE}: trial {other.number} has the same enqueued parameters"
-    if sum(t.state in HOLDS_A_PLACE for t in ahead) >= n_trials:
-        return f"{SURPLUS}: n_trials={n_trials} places were taken by other workers' trials"
-    return None
-
-
-def sqlite_folder(storage: str | None) -> Path | None:
-    """The folder an sqlite:/// URL lives in (created before Optuna opens it)."""
-    if storage and storage.startswith("sqlite:///"):
-        return Path(storage.removeprefix("sqlite:///")).parent
-    return None
-
-
-def visible_gpus() -> list[str]:
-    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries (NVML counts them when the variable is
-    unset, so CUDA is not initialised in the sweep process)."""
-    setting = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if setting is None:
-        import torch
-
-        return [str(index) for index in range(torch.cuda.device_count())]
-    gpus = []
-    for entry in (e.strip() for e in setting.split(",")):
-        if not entry or entry.startswith("-"):
-            break  # CUDA ignores everything from an invalid entry on ("-1" hides all GPUs)
-        gpus.append(entry)
-    return gpus
-
-
-def gpu_overrides(launcher: Any, env_set: Any, jobs: int) -> list[tuple[str, ...]]:
-    """One GPU per job for the joblib launcher's parallel jobs: job k of a batch gets visible GPU k mod count,
-    through hydra.job.env_set (applied before the job imports torch). Nothing for other launchers (SLURM
-    gives each job its own GPUs), for one job at a time, for fewer than 2 GPUs, or when the user set
-    hydra.job.env_set.CUDA_VISIBLE_DEVICES."""
-    nothing: list[tuple[str, ...]] = [()] * jobs
-    if jobs < 2 or "joblib" not in str(launcher.get("_target_", "")) or "CUDA_VISIBLE_DEVICES" in env_set:
-        return nothing
-    gpus = visible_gpus()
-    if len(gpus) < 2:
-        return nothing
-    if launcher.get("backend") != "multiprocessing":
-        _warn_once(
-            "joblib's loky backend reuses worker processes, and a process keeps the GPU of its first trial; "
-            "use hydra/launcher=joblib_gpus (a fresh process per trial) to pin every trial"
-        )
-    return [(f"++hydra.job.env_set.CUDA_VISIBLE_DEVICES='{gpus[k % len(gpus)]}'",) for k in range(jobs)]
-
-
-@functools.cache
-def _warn_once(message: str) -> None:
-    log.warning(message)
-
-
-def open_study(storage: str | None, **kwargs: Any) -> optuna.Study:
-    """optuna.create_study(load_if_exists=True), retried when workers started together on an empty database
-    race to create Optuna's tables (the database then refuses the second CREATE TABLE or its version row)."""
-    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-
-    folder = sqlite_folder(storage)
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, 6):
-        try:
-            return optuna.create_study(storage=storage, load_if_exists=True, **kwargs)
-        except (IntegrityError, OperationalError, ProgrammingError) as error:
-            lost_race = not isinstance(error, OperationalError) or "already exists" in str(error)
-            if attempt == 5 or not lost_race:  # e.g. an unreachable server: no point in retrying
-                raise
-            log.info("Another worker is creating the study tables (%s); retrying", type(error).__name__)
-            time.sleep(0.2 + random.random())
-    raise AssertionError("unreachable")
 
 
 class SFTOptunaSweeper(OptunaSweeper):
@@ -275,26 +121,21 @@ class SFTOptunaSweeper(OptunaSweeper):
         self.grid: dict[str, list] | None = None  # the grid's choices per param under sampler=grid
 
     def sweep(self, arguments: list[str]) -> None:
+        # The plugin's OptunaSweeperImpl: its params parsing, directions and trial configuring are private
+        # methods, which hydra-optuna-sweeper 1.4.0rc3 exposes no public equivalent of.
         impl = self.sweeper
         impl._process_searchspace_config()
         params_conf = impl._parse_sweeper_params_config() + list(arguments)
-        space, fixed_params, fixed_overrides = _impl.create_params_from_overrides(params_conf)
-        for name in fixed_params:
-            space.pop(name, None)
+        space, fixed_params, fixed_overrides = search_space(params_conf)
         self.grid = None
         if isinstance(impl.sampler, functools.partial) and impl.sampler.func is optuna.samplers.GridSampler:
             # hydra/sweeper/sampler=grid: every combination of the (discrete) params once, in a seeded order
-            self.grid = {name: impl._to_grid_sampler_choices(d) for name, d in space.items()}
+            self.grid = grid_choices(space)
             impl.sampler = impl.sampler(self.grid)
             impl.n_trials = min(impl.n_trials, math.prod(len(choices) for choices in self.grid.values()))
-        study = open_study(
-            impl.storage,
-            study_name=impl.study_name,
-            sampler=impl.sampler,
-            directions=impl._get_directions(),
+        study = open_sweep_study(
+            impl.storage, impl.study_name, impl.sampler, impl._get_directions(), self.objectives
         )
-        if study.metric_names is None:  # the report's column names
-            study.set_metric_names(self.objectives)
         fail_stale_trials(study)
         self._enqueue_new(study)
         done = finished_trials(study)
@@ -311,9 +152,8 @@ class SFTOptunaSweeper(OptunaSweeper):
         failures, waiting_since, waiting_for = 0, None, None
         while True:
             trials = study.get_trials(deepcopy=False)
-            done = sum(t.state in DONE for t in trials)
             running = [t for t in trials if t.state == TrialState.RUNNING]
-            free = impl.n_trials - done - len(running)
+            free = free_places(trials, impl.n_trials)
             if free > 0:
                 failures += self._run_batch(
                     study, min(free, impl.n_jobs), space, fixed_params, fixed_overrides
@@ -355,42 +195,15 @@ class SFTOptunaSweeper(OptunaSweeper):
         batch = [study.ask() for _ in range(size)]
         for trial in batch:  # who runs it, so a restarted sweep can tell a dead worker's trial
             trial.set_user_attr(WORKER, identity)
-        snapshot = study.get_trials(deepcopy=False)
-        runnable = []
-        for trial in batch:
-            reason = why_not_run(snapshot, trial.number, impl.n_trials)
-            if reason is None:
-                runnable.append(trial)
-            else:
-                self._drop(study, trial, reason)
+        runnable = runnable_trials(study, batch, impl.n_trials)
         overrides = []
         for trial in runnable:
             self._reseed(study, trial.number)
             overrides += impl._configure_trials([trial], space, fixed_params, fixed_overrides)
-        gpus = gpu_overrides(impl.config.hydra.launcher, impl.config.hydra.job.env_set, len(runnable))
-        overrides = [(*o, f"trial={t.number}", *g) for o, t, g in zip(overrides, runnable, gpus)]
-        if not overrides:
+        if not runnable:
             return 0
-        try:
-            returns = impl.launcher.launch(overrides, initial_job_idx=impl.job_idx)
-        except Exception as error:  # the launcher lost a job: SLURM's time limit, a killed joblib process …
-            log.warning(
-                "The launcher failed (%s: %s); reading the batch's outcomes from its folders",
-                type(error).__name__,
-                error,
-            )
-            returns = [recovered_outcome(study, trial, error) for trial in runnable]
-        impl.job_idx += len(returns)
+        returns = launch_trials(impl, study, runnable, overrides)
         return sum(not self._tell(study, trial, result) for trial, result in zip(runnable, returns))
-
-    def _drop(self, study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
-        """Fail a trial that must not run; an enqueued parameter set that lost a race is queued again."""
-        trial.set_user_attr(FAIL_REASON, reason)
-        tell(study, trial, state=TrialState.FAIL)
-        fixed = study._storage.get_trial(trial._trial_id).system_attrs.get("fixed_params")
-        if fixed is not None and reason.startswith(SURPLUS):
-            study.enqueue_trial(fixed)
-        log.info("Trial %d not run (%s)", trial.number, reason)
 
     def _reseed(self, study: optuna.Study, number: int) -> None:
         """Trial N samples with seed + N: reproducible per trial, and distinct across workers (which would
@@ -422,7 +235,7 @@ class SFTOptunaSweeper(OptunaSweeper):
             tell(study, trial, state=TrialState.FAIL)
             log.warning("Trial %d failed: %s", trial.number, reason)
             return False
-        attrs = study._storage.get_trial(trial._trial_id).user_attrs
+        attrs = stored_trial(study, trial).user_attrs
         if PRUNED_AT in attrs:
             tell(study, trial, state=TrialState.PRUNED)
             log.info("Trial %d pruned at step %s", trial.number, attrs[PRUNED_AT])
@@ -469,25 +282,3 @@ class SFTOptunaSweeper(OptunaSweeper):
             sweep_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(results))
         )
         log.info("Report: python -m sweep.report %s", sweep_dir)
-
-
-def recovered_outcome(study: optuna.Study, trial: optuna.Trial, error: Exception) -> JobReturn:
-    """A job's result when its launcher raised instead of returning it (hydra-submitit-launcher raises for
-    the whole batch when one SLURM job is killed): a finished or pruned trial's metrics.json still holds its
-    objective; any other trial failed with the launcher's error."""
-    run_dir = study._storage.get_trial(trial._trial_id).user_attrs.get("run_dir")
-    path = Path(run_dir) / "metrics.json" if run_dir else None
-    metrics = json.loads(path.read_text()) if path is not None and path.is_file() else {}
-    if metrics.get("status") in ("finished", "pruned"):
-        return JobReturn(status=JobStatus.COMPLETED, _return_value=metrics)
-    lost = JobLost(f"the launcher lost this job: {type(error).__name__}: {error}")
-    return JobReturn(status=JobStatus.FAILED, _return_value=lost)
-
-
-class JobLost(RuntimeError):
-    """A job whose launcher raised before returning its result, and that left no finished metrics.json."""
-
-
-def describe_worker(trial: FrozenTrial) -> str:
-    worker = trial.user_attrs.get(WORKER) or {}
-    return f"pid {worker.get('pid', '?')} on {worker.get('host', '?')}"

@@ -13,7 +13,7 @@ import optuna
 from hydra.utils import instantiate
 from transformers import TrainerCallback
 
-from sweep.optuna_sweeper import OPTUNA_TARGETS, PRUNED_AT
+from sweep.study import OPTUNA_TARGETS, PRUNED_AT, running_trial
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,7 @@ def job_trial(number: int | None) -> tuple[optuna.Trial, str] | None:
     if len(study.directions) > 1:
         log.info("Pruning is off: Optuna prunes single-objective studies only")
         return None
-    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-    trial = optuna.Trial(study, trial_id)
+    trial = running_trial(study, number)
     trial.set_user_attr("pid", os.getpid())
     return trial, sweeper.get("report_at", "schedule")
 

@@ -32,7 +32,8 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep.curves import CONFIG_KEYS, read_csv
-from sweep.optuna_sweeper import OPTUNA_TARGETS
+from sweep.space import grid_choices, search_space
+from sweep.study import OPTUNA_TARGETS
 
 log_scale_keys = ("optim.learning_rate", "lora.r", "lora.alpha", "optim.num_train_epochs")
 
@@ -242,13 +243,18 @@ def snap(recording: Recording, params: dict[str, Any], strategy: Strategy) -> tu
     return min(configs, key=lambda c: (distance(c), c))
 
 
-def search_space(strategy: Strategy) -> dict[str, optuna.distributions.BaseDistribution]:
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
-
-    space, fixed, _ = create_params_from_overrides([f"{k}={v}" for k, v in strategy.params.items()])
-    for name in fixed:
-        space.pop(name, None)
-    return space
+def suggest(trial: optuna.Trial, name: str, distribution: optuna.distributions.BaseDistribution) -> Any:
+    """The trial's value of `name` drawn from `distribution` through the public suggest_* calls, which build
+    the same distribution again (the sweeper's plugin passes it to Optuna's private Trial._suggest)."""
+    if isinstance(distribution, optuna.distributions.FloatDistribution):
+        return trial.suggest_float(
+            name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+        )
+    if isinstance(distribution, optuna.distributions.IntDistribution):
+        return trial.suggest_int(
+            name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+        )
+    return trial.suggest_categorical(name, distribution.choices)
 
 
 def make_sampler(strategy: Strategy, seed: int, space) -> optuna.samplers.BaseSampler:
@@ -259,9 +265,7 @@ def make_sampler(strategy: Strategy, seed: int, space) -> optuna.samplers.BaseSa
         config["seed"] = seed
     sampler = instantiate(config, _execution_whitelist_=OPTUNA_TARGETS)
     if config.get("_target_") == "optuna.samplers.GridSampler":
-        from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
-
-        sampler = sampler({k: OptunaSweeperImpl._to_grid_sampler_choices(d) for k, d in space.items()})
+        sampler = sampler(grid_choices(space))
     return sampler
 
 
@@ -312,7 +316,7 @@ class SweepTrace:
 def replay_sweep(recording: Recording, strategy: Strategy, seed: int, max_steps: float) -> SweepTrace:
     """One sweep of `strategy` (sampler seeded with `seed`) until it has used `max_steps` optimizer steps."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = search_space(strategy)
+    space, _, _ = search_space([f"{k}={v}" for k, v in strategy.params.items()])
     study = optuna.create_study(
         study_name=f"replay-{strategy.name}-{seed}",  # HyperbandPruner picks brackets by hashing the name
         direction="minimize",
@@ -324,7 +328,7 @@ def replay_sweep(recording: Recording, strategy: Strategy, seed: int, max_steps:
     trace, used = SweepTrace(), 0
     while used < max_steps and len(trace.ends) < 10 * len(recording.curves):
         trial = study.ask()
-        params = {name: trial._suggest(name, distribution) for name, distribution in space.items()}
+        params = {name: suggest(trial, name, distribution) for name, distribution in space.items()}
         config = snap(recording, params, strategy)
         curve = recording.curves[config]
         value, steps, pruned = run_curve(trial, curve, strategy)

@@ -18,22 +18,16 @@ import optuna
 import pytest
 import yaml
 from hydra.core.utils import JobReturn, JobStatus
-from hydra_plugins.hydra_optuna_sweeper import _impl
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from sweep import optuna_sweeper
-from sweep.optuna_sweeper import (
-    DONE,
-    FAIL_REASON,
-    WORKER,
-    SFTOptunaSweeper,
-    fail_stale_trials,
-    gpu_overrides,
-    open_study,
-    why_not_run,
-    worker_identity,
-)
+from sweep.launch import gpu_overrides
+from sweep.liveness import WORKER, fail_stale_trials, worker_identity
+from sweep.optuna_sweeper import SFTOptunaSweeper
+from sweep.places import DONE, why_not_run
+from sweep.space import search_space
+from sweep.study import FAIL_REASON, open_study, running_trial, stored_trial
 from tests.conftest import ROOT
 from tests.test_sweep import sweep_command
 
@@ -118,7 +112,7 @@ def test_a_trial_asked_after_the_last_place_was_taken_is_surplus(tmp_path):
 
 def test_a_worker_racing_for_the_last_place_launches_nothing(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    space, fixed, fixed_overrides = _impl.create_params_from_overrides(SPACE)
+    space, fixed, fixed_overrides = search_space(SPACE)
     late = make_worker(storage, tmp_path / "late", objective, n_trials=4)
     late_study = open_study(storage, study_name="workers")
 
@@ -137,7 +131,7 @@ def test_a_worker_racing_for_the_last_place_launches_nothing(tmp_path):
 
 def test_a_surplus_enqueued_trial_is_queued_again_and_runs_on_resume(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    space, fixed, fixed_overrides = _impl.create_params_from_overrides(SPACE)
+    space, fixed, fixed_overrides = search_space(SPACE)
     late = make_worker(storage, tmp_path / "late", objective, n_trials=1)
     late_study = open_study(storage, study_name="workers")
 
@@ -229,7 +223,7 @@ def test_workers_starting_together_on_an_empty_database_retry_table_creation(tmp
             raise OperationalError("CREATE TABLE studies", {}, Exception("table studies already exists"))
         return create_study(**kwargs)
 
-    monkeypatch.setattr(optuna_sweeper.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr("sweep.study.time.sleep", lambda seconds: None)
     monkeypatch.setattr(optuna, "create_study", racing_create_study)
     assert open_study(f"sqlite:///{tmp_path / 'study.db'}", study_name="workers").study_name == "workers"
     assert len(calls) == 2
@@ -250,9 +244,7 @@ def test_a_batch_the_launcher_lost_is_told_from_the_trial_folders(tmp_path):
     def job(params):  # like src.train: the trial learns its folder, and metrics.json is written last
         number, folder = int(params["trial"]), tmp_path / f"trial_{params['trial']}"
         folder.mkdir()
-        study = load(storage)
-        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-        study._storage.set_trial_user_attr(trial_id, "run_dir", str(folder))
+        running_trial(load(storage), number).set_user_attr("run_dir", str(folder))
         if number != 1:  # trial 1 is killed by SLURM's time limit before it finishes
             (folder / "metrics.json").write_text(json.dumps({"status": "finished", "best_eval_loss": 0.5}))
         return 0.5
@@ -295,7 +287,7 @@ def test_stale_trials_are_only_those_of_dead_workers_on_this_host(tmp_path):
             trials[owner].set_user_attr(WORKER, identity)
     assert fail_stale_trials(study) == [trials["a killed worker here"].number]
     assert fail_stale_trials(study) == []  # a second worker on this host finds nothing left to mark
-    states = {owner: study._storage.get_trial(t._trial_id).state for owner, t in trials.items()}
+    states = {owner: stored_trial(study, t).state for owner, t in trials.items()}
     assert states == {
         o: TrialState.FAIL if o == "a killed worker here" else TrialState.RUNNING for o in owners
     }

@@ -1,0 +1,75 @@
+"""Which process runs a trial, and which RUNNING trials belong to a sweep worker that is gone.
+
+Each worker signs the trials it asks with its identity (host, pid, pid namespace). A restarted or
+waiting worker fails the RUNNING trials of dead workers on its own host, freeing their places; it
+leaves alone those of live workers and of other hosts, whose liveness it cannot check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from sweep.study import FAIL_REASON, set_user_attr, tell
+
+log = logging.getLogger(__name__)
+
+WORKER = "worker"  # user attribute: the identity of the worker that asked the trial
+
+
+def worker_identity() -> dict[str, Any]:
+    """Who runs a trial: host, pid and pid namespace (containers sharing a host name have separate ones)."""
+    namespace = None
+    with contextlib.suppress(OSError):
+        namespace = os.readlink("/proc/self/ns/pid")
+    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_namespace": namespace}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _checkable_here(worker: dict[str, Any], here: dict[str, Any]) -> bool:
+    """Whether this process can tell if `worker` is alive: same host and, where recorded, same pid namespace."""
+    if worker.get("host") != here["host"]:
+        return False
+    return worker.get("pid_namespace") in (None, here["pid_namespace"]) or here["pid_namespace"] is None
+
+
+def fail_stale_trials(study: optuna.Study) -> list[int]:
+    """Mark RUNNING trials whose sweep process on this host is gone (killed, preempted) as FAIL with the
+    reason "interrupted"; they are not re-run with the same parameters, and do not count towards n_trials.
+    Trials of live workers, and of workers on other hosts (their liveness cannot be checked from here),
+    are left alone."""
+    here, stale = worker_identity(), []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get(WORKER) or {}
+        if not _checkable_here(worker, here) or _alive(int(worker.get("pid", -1))):
+            continue
+        reason = f"interrupted: its sweep process (pid {worker['pid']} on {worker['host']}) is gone"
+        try:
+            set_user_attr(study, trial, FAIL_REASON, reason)
+            tell(study, trial.number, state=TrialState.FAIL)
+        except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError):
+            continue  # another worker on this host marked it first
+        stale.append(trial.number)
+        log.warning("Trial %d %s; marked failed", trial.number, reason)
+    return stale
+
+
+def describe_worker(trial: FrozenTrial) -> str:
+    """The worker running `trial`, as log lines name it."""
+    worker = trial.user_attrs.get(WORKER) or {}
+    return f"pid {worker.get('pid', '?')} on {worker.get('host', '?')}"

@@ -1,0 +1,82 @@
+"""The n_trials places of a study shared by workers: how many trials may still start, which just-asked
+trial must not run (it lost a race for the last place, or repeats another worker's enqueued parameters),
+and what happens to it (told FAIL with the reason; an enqueued parameter set that lost a race is queued
+again).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from sweep.study import FAIL_REASON, tell
+
+log = logging.getLogger(__name__)
+
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+# States of a trial that holds one of the n_trials places: finished, running, or queued to run.
+HOLDS_A_PLACE = (*DONE, TrialState.RUNNING, TrialState.WAITING)
+SURPLUS = "surplus"  # fail_reason prefix of a trial asked after other workers had taken the last place
+DUPLICATE = "duplicate"  # fail_reason prefix of an enqueued parameter set another worker enqueued too
+
+
+def finished_trials(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=DONE))
+
+
+def free_places(trials: list[FrozenTrial], n_trials: int) -> int:
+    """How many trials may still start: n_trials less the finished and the running ones."""
+    return n_trials - sum(t.state in (*DONE, TrialState.RUNNING) for t in trials)
+
+
+def is_surplus(trial: FrozenTrial) -> bool:
+    return trial.state == TrialState.FAIL and trial.user_attrs.get(FAIL_REASON, "").startswith(SURPLUS)
+
+
+def why_not_run(trials: list[FrozenTrial], number: int, n_trials: int) -> str | None:
+    """Why the just-asked trial `number` must not run (a fail_reason), or None if it may run.
+
+    Workers count free places before they ask, but two workers can count at the same moment and both ask
+    for the last place. The storage numbers trials atomically, so every worker settles such races by the
+    same rule: a trial runs only if fewer than `n_trials` trials with smaller numbers are finished, running
+    or queued. Trials that end COMPLETE or PRUNED therefore never exceed `n_trials`; a trial that loses is
+    told FAIL with a "surplus" reason before it gets parameters, a job or a folder, and does not count. The
+    rule can only err towards too few places (a smaller trial that later fails or loses its own race), and
+    the worker's loop then asks again. An enqueued parameter set that two workers starting together both
+    queued runs once: the copy with the larger number is a "duplicate"."""
+    trial = next(t for t in trials if t.number == number)
+    ahead = [t for t in trials if t.number < number]
+    fixed = trial.system_attrs.get("fixed_params")
+    if fixed is not None:
+        for other in ahead:
+            if other.system_attrs.get("fixed_params") == fixed and not is_surplus(other):
+                return f"{DUPLICATE}: trial {other.number} has the same enqueued parameters"
+    if sum(t.state in HOLDS_A_PLACE for t in ahead) >= n_trials:
+        return f"{SURPLUS}: n_trials={n_trials} places were taken by other workers' trials"
+    return None
+
+
+def runnable_trials(study: optuna.Study, batch: list[optuna.Trial], n_trials: int) -> list[optuna.Trial]:
+    """The just-asked trials of `batch` that may run; the others are dropped (see `why_not_run`)."""
+    snapshot = study.get_trials(deepcopy=False)
+    fixed_params = {t.number: t.system_attrs.get("fixed_params") for t in snapshot}
+    runnable = []
+    for trial in batch:
+        reason = why_not_run(snapshot, trial.number, n_trials)
+        if reason is None:
+            runnable.append(trial)
+        else:
+            drop(study, trial, reason, fixed_params[trial.number])
+    return runnable
+
+
+def drop(study: optuna.Study, trial: optuna.Trial, reason: str, fixed: dict | None) -> None:
+    """Fail a trial that must not run; an enqueued parameter set (`fixed`) that lost a race is queued
+    again."""
+    trial.set_user_attr(FAIL_REASON, reason)
+    tell(study, trial, state=TrialState.FAIL)
+    if fixed is not None and reason.startswith(SURPLUS):
+        study.enqueue_trial(fixed)
+    log.info("Trial %d not run (%s)", trial.number, reason)

@@ -1,0 +1,106 @@
+"""The sweep's Optuna study: opening or creating it in its storage (retried while workers race to create
+the tables), with its directions and metric names; the user attributes the sweeper and its jobs record on
+trials; what sweep configs may instantiate; and every use of Optuna's private API in the sweep layer, each
+beside why the public API cannot do it (checked on optuna 5.0.0).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+log = logging.getLogger(__name__)
+
+PRUNED_AT = "pruned_at_step"  # user attribute the job sets when its pruner stopped it
+FAIL_REASON = "fail_reason"
+# what sweep configs may instantiate (Hydra asks for an allow-list): samplers and pruners
+OPTUNA_TARGETS = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*", "optuna.pruners.*")
+
+
+def sqlite_folder(storage: str | None) -> Path | None:
+    """The folder an sqlite:/// URL lives in (created before Optuna opens it)."""
+    if storage and storage.startswith("sqlite:///"):
+        return Path(storage.removeprefix("sqlite:///")).parent
+    return None
+
+
+def open_study(storage: str | None, **kwargs: Any) -> optuna.Study:
+    """optuna.create_study(load_if_exists=True), retried when workers started together on an empty database
+    race to create Optuna's tables (the database then refuses the second CREATE TABLE or its version row)."""
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    folder = sqlite_folder(storage)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 6):
+        try:
+            return optuna.create_study(storage=storage, load_if_exists=True, **kwargs)
+        except (IntegrityError, OperationalError, ProgrammingError) as error:
+            lost_race = not isinstance(error, OperationalError) or "already exists" in str(error)
+            if attempt == 5 or not lost_race:  # e.g. an unreachable server: no point in retrying
+                raise
+            log.info("Another worker is creating the study tables (%s); retrying", type(error).__name__)
+            time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")
+
+
+def open_sweep_study(
+    storage: str | None, study_name: str | None, sampler: Any, directions: list[str], metric_names: list[str]
+) -> optuna.Study:
+    """The sweep's study, created on first use with one direction per objective and the objectives' names
+    (the report's column names); a resumed or shared study keeps what it was created with."""
+    study = open_study(storage, study_name=study_name, sampler=sampler, directions=directions)
+    if study.metric_names is None:
+        study.set_metric_names(metric_names)
+    return study
+
+
+def tell(study: optuna.Study, trial: optuna.Trial | int, **outcome: Any) -> None:
+    """study.tell, where GridSampler's `study.stop()` after the last grid point (which raises outside
+    study.optimize) is harmless: the outcome is stored before it, and the sweep loop stops by n_trials."""
+    try:
+        study.tell(trial, **outcome)
+    except RuntimeError as error:
+        if "Study.stop" not in str(error):
+            raise
+
+
+def stored_trial(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
+    """The trial as stored now, with what its job wrote from another process (run_dir, pruned_at_step)."""
+    # Trial's attributes are a copy cached at ask(); study.get_trials() would load every trial to read one.
+    return study._storage.get_trial(trial._trial_id)
+
+
+def set_user_attr(study: optuna.Study, trial: FrozenTrial, key: str, value: Any) -> None:
+    """Set a user attribute of a trial this process did not ask for (one from study.get_trials())."""
+    # FrozenTrial has no setter, and only the storage takes a trial's id, which FrozenTrial keeps private.
+    study._storage.set_trial_user_attr(trial._trial_id, key, value)
+
+
+def running_trial(study: optuna.Study, number: int) -> optuna.Trial:
+    """Trial `number` of the study, for the job (another process) that runs it to report to."""
+    # Only study.ask() hands out a Trial; finding one by number needs the storage's number-to-id map.
+    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    return optuna.Trial(study, trial_id)
+
+
+def grid_trial(sampler: optuna.samplers.GridSampler, params: dict[str, Any], **trial: Any) -> FrozenTrial:
+    """A trial (optuna.trial.create_trial's `trial` arguments) on the grid point equal to `params`, which
+    GridSampler counts as visited once added to the study, so a grid sweep runs only the points missing."""
+    # GridSampler numbers its points after shuffling them with its seed, and marks a point visited by its
+    # number and search space in system attrs; it exposes neither the order nor the attrs' values.
+    names, points, space = sampler._param_names, sampler._all_grids, sampler._search_space
+    wanted = tuple(params[name] for name in names)
+    grid_id = next(i for i, point in enumerate(points) if all(a == b for a, b in zip(point, wanted)))
+    return optuna.trial.create_trial(
+        params=dict(zip(names, points[grid_id])),
+        distributions={name: optuna.distributions.CategoricalDistribution(space[name]) for name in names},
+        system_attrs={"grid_id": grid_id, "search_space": space},
+        **trial,
+    )
