@@ -38,7 +38,9 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from src.atomic import write_text_atomic
-from sweep.launch import launch_trials
+from src.errors import JobFailed
+from src.redact import redact
+from sweep.launch import JobLost, launch_trials
 from sweep.liveness import WORKER, describe_worker, fail_stale_trials, worker_identity
 from sweep.places import finished_trials, free_places, runnable_trials
 from sweep.space import grid_choices, search_space
@@ -115,7 +117,7 @@ class SFTOptunaSweeper(OptunaSweeper):
         super().__init__(**kwargs)
         self.max_failures = max_failures
         self.enqueue_trials = [dict(t) for t in enqueue_trials or []]
-        self.pruner_config = pruner  # instantiated by the jobs (src/pruning), which report to the trial
+        self.pruner_config = pruner  # instantiated by the jobs (sweep/pruning.py), which report to the trial
         self.wait_timeout = wait_timeout
         self.sampler_config = kwargs["sampler"]
         self.grid: dict[str, list] | None = None  # the grid's choices per param under sampler=grid
@@ -226,11 +228,10 @@ class SFTOptunaSweeper(OptunaSweeper):
             values = objective_values(result.return_value, self.objectives)
         except Exception as error:  # the job raised: JobReturn re-raises it here
             # src.train raises JobFailed("<original exception type>: <message>") for failed jobs
-            reason = (
-                str(error)
-                if type(error).__name__ in ("JobFailed", "JobLost")
-                else f"{type(error).__name__}: {error}"
-            )[:2000]
+            message = (
+                str(error) if isinstance(error, JobFailed | JobLost) else f"{type(error).__name__}: {error}"
+            )
+            reason = redact(message)[:2000]  # stored in the study and shown by sweep.report: no secrets
             trial.set_user_attr(FAIL_REASON, reason)
             tell(study, trial, state=TrialState.FAIL)
             log.warning("Trial %d failed: %s", trial.number, reason)

@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from src.redact import redact
 from sweep.study import FAIL_REASON, PRUNED_AT
 
 STATE_ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.FAIL: 3}
@@ -125,7 +126,7 @@ def leaderboard(study: optuna.Study) -> list[dict[str, Any]]:
             max(trial.intermediate_values) if trial.intermediate_values else None
         )
         seconds = trial.duration.total_seconds() if trial.duration else None
-        note = trial.user_attrs.get(FAIL_REASON) or (
+        note = redact(trial.user_attrs.get(FAIL_REASON, "")) or (
             f"pruned at step {trial.user_attrs[PRUNED_AT]}" if PRUNED_AT in trial.user_attrs else ""
         )
         values = trial.values or [None] * len(names)
