@@ -1,8 +1,13 @@
 """Which process runs a trial, and which RUNNING trials belong to a sweep worker that is gone.
 
-Each worker signs the trials it asks with its identity (host, pid, pid namespace). A restarted or
-waiting worker fails the RUNNING trials of dead workers on its own host, freeing their places; it
-leaves alone those of live workers and of other hosts, whose liveness it cannot check.
+Two signals, checked by every worker when it starts and while it waits:
+- heartbeats (any host): while its trials run, a worker records in the study's storage that they are
+  alive, every hydra.sweeper.heartbeat_interval seconds (Optuna's RDB heartbeats). A RUNNING trial with no
+  heartbeat for hydra.sweeper.grace_period seconds is failed: its worker was killed, preempted, or its
+  machine or container is gone.
+- on this host, at once: each worker signs the trials it asks with its identity (host, pid, pid namespace);
+  a trial whose worker process on this host no longer exists is failed without waiting for the grace period.
+A failed trial frees its place and is not re-run with the same parameters.
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ import contextlib
 import logging
 import os
 import socket
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep.study import FAIL_REASON, set_user_attr, tell
+from sweep.study import FAIL_REASON, fail_trials_without_heartbeat, record_heartbeat, set_user_attr, tell
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +55,41 @@ def _checkable_here(worker: dict[str, Any], here: dict[str, Any]) -> bool:
     return worker.get("pid_namespace") in (None, here["pid_namespace"]) or here["pid_namespace"] is None
 
 
+@contextlib.contextmanager
+def heartbeats(study: optuna.Study, trials: list[optuna.Trial], interval: float | None) -> Iterator[None]:
+    """While a batch runs, record every `interval` s that its trials are alive (where the storage keeps
+    heartbeats): if this worker dies, on any host, its trials' heartbeats stop and other workers fail them."""
+    if not interval or not trials:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            for trial in trials:
+                with contextlib.suppress(
+                    Exception
+                ):  # a storage hiccup must not kill the run; next beat retries
+                    record_heartbeat(study, trial)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name="trial-heartbeats", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def fail_stale_trials(study: optuna.Study) -> list[int]:
     """Mark RUNNING trials whose sweep process on this host is gone (killed, preempted) as FAIL with the
     reason "interrupted"; they are not re-run with the same parameters, and do not count towards n_trials.
     Trials of live workers, and of workers on other hosts (their liveness cannot be checked from here),
     are left alone."""
-    here, stale = worker_identity(), []
+    stale = fail_trials_without_heartbeat(study)  # any host: trials whose heartbeats stopped (heartbeats())
+    here = worker_identity()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get(WORKER) or {}
         if not _checkable_here(worker, here) or _alive(int(worker.get("pid", -1))):

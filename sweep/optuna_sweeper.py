@@ -41,13 +41,14 @@ from src.atomic import write_text_atomic
 from src.errors import JobFailed
 from src.redact import redact
 from sweep.launch import JobLost, launch_trials
-from sweep.liveness import WORKER, describe_worker, fail_stale_trials, worker_identity
+from sweep.liveness import WORKER, describe_worker, fail_stale_trials, heartbeats, worker_identity
 from sweep.places import finished_trials, free_places, runnable_trials
 from sweep.space import grid_choices, search_space
 from sweep.study import (
     FAIL_REASON,
     OPTUNA_TARGETS,
     PRUNED_AT,
+    heartbeat_storage,
     open_sweep_study,
     stored_trial,
     tell,
@@ -99,6 +100,8 @@ class SFTOptunaSweeper(OptunaSweeper):
         enqueue_trials: list | None,
         pruner: Any = None,
         wait_timeout: float | None = None,
+        heartbeat_interval: float | None = None,
+        grace_period: float | None = None,
         report_at: str = "schedule",
         objective: Any = "best_eval_loss",
         **kwargs: Any,
@@ -119,6 +122,7 @@ class SFTOptunaSweeper(OptunaSweeper):
         self.enqueue_trials = [dict(t) for t in enqueue_trials or []]
         self.pruner_config = pruner  # instantiated by the jobs (sweep/pruning.py), which report to the trial
         self.wait_timeout = wait_timeout
+        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
         self.sampler_config = kwargs["sampler"]
         self.grid: dict[str, list] | None = None  # the grid's choices per param under sampler=grid
 
@@ -135,8 +139,9 @@ class SFTOptunaSweeper(OptunaSweeper):
             self.grid = grid_choices(space)
             impl.sampler = impl.sampler(self.grid)
             impl.n_trials = min(impl.n_trials, math.prod(len(choices) for choices in self.grid.values()))
+        storage = heartbeat_storage(impl.storage, self.heartbeat_interval, self.grace_period)
         study = open_sweep_study(
-            impl.storage, impl.study_name, impl.sampler, impl._get_directions(), self.objectives
+            storage, impl.study_name, impl.sampler, impl._get_directions(), self.objectives
         )
         fail_stale_trials(study)
         self._enqueue_new(study)
@@ -204,7 +209,8 @@ class SFTOptunaSweeper(OptunaSweeper):
             overrides += impl._configure_trials([trial], space, fixed_params, fixed_overrides)
         if not runnable:
             return 0
-        returns = launch_trials(impl, study, runnable, overrides)
+        with heartbeats(study, runnable, self.heartbeat_interval):
+            returns = launch_trials(impl, study, runnable, overrides)
         return sum(not self._tell(study, trial, result) for trial, result in zip(runnable, returns))
 
     def _reseed(self, study: optuna.Study, number: int) -> None:

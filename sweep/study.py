@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +31,63 @@ def sqlite_folder(storage: str | None) -> Path | None:
     return None
 
 
-def open_study(storage: str | None, **kwargs: Any) -> optuna.Study:
+def heartbeat_storage(url: str | None, interval: float | None, grace_period: float | None) -> Any:
+    """The study's storage with Optuna's heartbeats: each worker records, every `interval` s, that its
+    running trials are alive; a RUNNING trial whose last heartbeat is older than `grace_period` s belongs to a
+    worker that is gone (killed, preempted, another machine that died) and is failed by whoever looks next.
+    A URL without interval, or no URL (in-memory), is returned as it is."""
+    if url is None or not interval or "://" not in url:
+        return url
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.9; checked on 5.0.0
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=max(int(interval), 1),
+            grace_period=max(int(grace_period or 2 * interval), 1),
+        )
+
+
+def fail_trials_without_heartbeat(study: optuna.Study) -> list[int]:
+    """Fail the RUNNING trials whose last heartbeat is older than the storage's grace period, recording why;
+    returns their numbers. Harmless when another worker fails them first."""
+    storage = study._storage
+    if not getattr(storage, "get_heartbeat_interval", lambda: None)():
+        return []
+    # optuna.storages.fail_stale_trials fails such trials first and calls back only afterwards, when a
+    # finished trial's attributes can no longer be set; so the stale ids are read from the storage (private)
+    # and the reason is recorded before the trial is failed.
+    failed = []
+    for trial_id in storage._get_stale_trial_ids(study._study_id):
+        trial = storage.get_trial(trial_id)
+        reason = (
+            "interrupted: its worker stopped sending heartbeats (killed, preempted, or its machine is gone)"
+        )
+        try:
+            storage.set_trial_user_attr(trial_id, FAIL_REASON, reason)
+            tell(study, trial.number, state=optuna.trial.TrialState.FAIL)
+        except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError):
+            continue  # another worker failed it first
+        failed.append(trial.number)
+        log.warning("Trial %d %s; marked failed", trial.number, reason.removeprefix("interrupted: "))
+    return failed
+
+
+def record_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Record that `trial` is alive, where the study's storage keeps heartbeats (a no-op elsewhere)."""
+    # Only study.optimize() runs Optuna's heartbeat thread; with ask/tell the storage must be told directly,
+    # and only it takes the trial's (private) id. (An RDB storage is wrapped in Optuna's cache, which passes
+    # heartbeats through.)
+    storage = study._storage
+    if getattr(storage, "get_heartbeat_interval", lambda: None)():
+        storage.record_heartbeat(trial._trial_id)
+
+
+def open_study(storage: Any, **kwargs: Any) -> optuna.Study:
     """optuna.create_study(load_if_exists=True), retried when workers started together on an empty database
     race to create Optuna's tables (the database then refuses the second CREATE TABLE or its version row)."""
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-    folder = sqlite_folder(storage)
+    folder = sqlite_folder(storage.url if isinstance(storage, optuna.storages.RDBStorage) else storage)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, 6):
@@ -51,7 +103,7 @@ def open_study(storage: str | None, **kwargs: Any) -> optuna.Study:
 
 
 def open_sweep_study(
-    storage: str | None, study_name: str | None, sampler: Any, directions: list[str], metric_names: list[str]
+    storage: Any, study_name: str | None, sampler: Any, directions: list[str], metric_names: list[str]
 ) -> optuna.Study:
     """The sweep's study, created on first use with one direction per objective and the objectives' names
     (the report's column names); a resumed or shared study keeps what it was created with."""

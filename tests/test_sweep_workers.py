@@ -27,7 +27,14 @@ from sweep.liveness import WORKER, fail_stale_trials, worker_identity
 from sweep.optuna_sweeper import SFTOptunaSweeper
 from sweep.places import DONE, why_not_run
 from sweep.space import search_space
-from sweep.study import FAIL_REASON, open_study, running_trial, stored_trial
+from sweep.study import (
+    FAIL_REASON,
+    heartbeat_storage,
+    open_study,
+    record_heartbeat,
+    running_trial,
+    stored_trial,
+)
 from tests.conftest import ROOT
 from tests.test_sweep import sweep_command
 
@@ -58,7 +65,7 @@ class StandInLauncher:
 
 
 def make_worker(
-    storage: str, sweep_dir: Path, job, n_trials: int, enqueue_trials=None, n_jobs: int = 1
+    storage: str, sweep_dir: Path, job, n_trials: int, enqueue_trials=None, n_jobs: int = 1, **extra
 ) -> SFTOptunaSweeper:
     """A sweep worker as Hydra would build it from hparams_search (TPE seeded alike in every worker)."""
     worker = SFTOptunaSweeper(
@@ -74,6 +81,7 @@ def make_worker(
         max_failure_rate=0.0,
         custom_search_space=None,
         params=OmegaConf.create({"x": "interval(0, 1)"}),
+        **extra,
     )
     worker.sweeper.config = OmegaConf.create(
         {
@@ -291,6 +299,27 @@ def test_stale_trials_are_only_those_of_dead_workers_on_this_host(tmp_path):
     assert states == {
         o: TrialState.FAIL if o == "a killed worker here" else TrialState.RUNNING for o in owners
     }
+
+
+def test_a_dead_worker_on_another_host_loses_its_trial_by_heartbeat_and_the_others_finish(
+    tmp_path, monkeypatch
+):
+    """Its pid cannot be checked from here; its heartbeats stop, and after the grace period any worker fails
+    its trial, which frees the place (the old code waited for it for wait_timeout, 24 h by default)."""
+    monkeypatch.setattr(optuna_sweeper, "POLL_SECONDS", 0.2)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = open_study(heartbeat_storage(storage, 1, 2), study_name="workers")
+    orphan = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    orphan.set_user_attr(WORKER, {**worker_identity(), "host": "gpu-node-7"})  # then its machine died
+    record_heartbeat(study, orphan)
+    worker = make_worker(storage, tmp_path, objective, n_trials=3, heartbeat_interval=1, grace_period=2)
+    started = time.monotonic()
+    worker.sweep([])
+    final = load(storage)
+    states = [t.state for t in final.get_trials()]
+    assert states.count(TrialState.COMPLETE) == 3 and states[orphan.number] == TrialState.FAIL
+    assert "stopped sending heartbeats" in final.trials[orphan.number].user_attrs[FAIL_REASON]
+    assert time.monotonic() - started < 30
 
 
 def test_parallel_joblib_jobs_are_pinned_to_one_gpu_each(monkeypatch):

@@ -37,7 +37,12 @@ class SFTOptunaSweeperConf(OptunaSweeperConf):
     enqueue_trials: list[Any] = field(default_factory=list)  # parameter sets to try first
     pruner: Any = None  # optuna pruner config (_target_: optuna.pruners.MedianPruner …); null = no pruning
     # seconds a worker with nothing left to start waits for other workers' running trials before it reports
-    wait_timeout: float | None = 86400.0
+    # (a dead worker's trial is failed after grace_period, so this only bounds waiting on live, slow ones)
+    wait_timeout: float | None = 1800.0
+    # seconds between a worker's "my trials are alive" records in the storage, and how long a RUNNING trial
+    # may go without one before any worker fails it (its worker died, on any host); null = no heartbeats
+    heartbeat_interval: float | None = 60.0
+    grace_period: float | None = 300.0
     # what the pruner compares trials at: "schedule" (percent of each trial's own schedule, so 1- and
     # 3-epoch trials meet at the same phase) or "step" (the global optimizer step)
     report_at: str = "schedule"
