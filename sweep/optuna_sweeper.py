@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -48,9 +49,10 @@ from sweep.study import (
     FAIL_REASON,
     OPTUNA_TARGETS,
     PRUNED_AT,
-    heartbeat_storage,
+    identity_mismatch,
     open_sweep_study,
     stored_trial,
+    sweep_identity,
     tell,
 )
 
@@ -139,10 +141,25 @@ class SFTOptunaSweeper(OptunaSweeper):
             self.grid = grid_choices(space)
             impl.sampler = impl.sampler(self.grid)
             impl.n_trials = min(impl.n_trials, math.prod(len(choices) for choices in self.grid.values()))
-        storage = heartbeat_storage(impl.storage, self.heartbeat_interval, self.grace_period)
         study = open_sweep_study(
-            storage, impl.study_name, impl.sampler, impl._get_directions(), self.objectives
+            impl.storage,
+            impl.study_name,
+            impl.sampler,
+            impl._get_directions(),
+            self.objectives,
+            heartbeat_interval=self.heartbeat_interval,
+            grace_period=self.grace_period,
         )
+        mismatch = identity_mismatch(study, sweep_identity(space, fixed_params, fixed_overrides))
+        if mismatch:  # its trials were run for another sweep: reporting or resuming them would mislead
+            log.error(
+                "Study %r in %s was created for another sweep (%s); give this one a new "
+                "hydra.sweeper.study_name.",
+                study.study_name,
+                redact(str(impl.storage)),
+                mismatch,
+            )
+            sys.exit(2)
         fail_stale_trials(study)
         self._enqueue_new(study)
         done = finished_trials(study)

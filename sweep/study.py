@@ -82,17 +82,23 @@ def record_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
         storage.record_heartbeat(trial._trial_id)
 
 
-def open_study(storage: Any, **kwargs: Any) -> optuna.Study:
+def open_study(
+    storage: str | None,
+    heartbeat_interval: float | None = None,
+    grace_period: float | None = None,
+    **kwargs: Any,
+) -> optuna.Study:
     """optuna.create_study(load_if_exists=True), retried when workers started together on an empty database
     race to create Optuna's tables (the database then refuses the second CREATE TABLE or its version row)."""
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-    folder = sqlite_folder(storage.url if isinstance(storage, optuna.storages.RDBStorage) else storage)
+    folder = sqlite_folder(storage)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, 6):
         try:
-            return optuna.create_study(storage=storage, load_if_exists=True, **kwargs)
+            backend = heartbeat_storage(storage, heartbeat_interval, grace_period)  # creates the tables
+            return optuna.create_study(storage=backend, load_if_exists=True, **kwargs)
         except (IntegrityError, OperationalError, ProgrammingError) as error:
             lost_race = not isinstance(error, OperationalError) or "already exists" in str(error)
             if attempt == 5 or not lost_race:  # e.g. an unreachable server: no point in retrying
@@ -103,14 +109,50 @@ def open_study(storage: Any, **kwargs: Any) -> optuna.Study:
 
 
 def open_sweep_study(
-    storage: Any, study_name: str | None, sampler: Any, directions: list[str], metric_names: list[str]
+    storage: str | None,
+    study_name: str | None,
+    sampler: Any,
+    directions: list[str],
+    metric_names: list[str],
+    **heartbeat: Any,
 ) -> optuna.Study:
     """The sweep's study, created on first use with one direction per objective and the objectives' names
     (the report's column names); a resumed or shared study keeps what it was created with."""
-    study = open_study(storage, study_name=study_name, sampler=sampler, directions=directions)
+    study = open_study(storage, study_name=study_name, sampler=sampler, directions=directions, **heartbeat)
     if study.metric_names is None:
         study.set_metric_names(metric_names)
     return study
+
+
+IDENTITY = "sweep_identity"  # study user attribute: the search space and fixed overrides it was created for
+
+
+def sweep_identity(space: dict[str, Any], fixed_params: dict[str, Any], fixed_overrides: list[str]) -> dict:
+    """What makes two sweeps the same study: the searched params' distributions and every fixed override
+    (data, model, LoRA targets, the preset …) as given on the command line and in the preset's params."""
+    return {
+        "space": {name: str(distribution) for name, distribution in sorted(space.items())},
+        "fixed": sorted([f"{k}={v}" for k, v in fixed_params.items()] + [str(o) for o in fixed_overrides]),
+    }
+
+
+def identity_mismatch(study: optuna.Study, identity: dict) -> str | None:
+    """None if the study was created for this sweep (recording it on first use), else what differs."""
+    recorded = study.user_attrs.get(IDENTITY)
+    if recorded is None:
+        study.set_user_attr(IDENTITY, identity)
+        return None
+    if recorded == identity:
+        return None
+    changes = []
+    for name in sorted(set(recorded["space"]) | set(identity["space"])):
+        before, now = recorded["space"].get(name), identity["space"].get(name)
+        if before != now:
+            changes.append(f"{name}: {before or 'not searched'} → {now or 'not searched'}")
+    gone = sorted(set(recorded["fixed"]) - set(identity["fixed"]))
+    new = sorted(set(identity["fixed"]) - set(recorded["fixed"]))
+    changes += [f"was {o}" for o in gone] + [f"now {o}" for o in new]
+    return "; ".join(changes[:4]) + (f" and {len(changes) - 4} more" if len(changes) > 4 else "")
 
 
 def tell(study: optuna.Study, trial: optuna.Trial | int, **outcome: Any) -> None:

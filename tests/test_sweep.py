@@ -261,3 +261,28 @@ def test_a_three_trial_sweep_measures_the_untouched_model_once(tmp_path):
         json.loads((folder / f"trial_{n}" / "baseline.json").read_text())["eval_loss"] for n in range(3)
     }
     assert len(baselines) == 1  # every trial records the same untouched eval loss
+
+
+def test_a_study_created_for_another_sweep_is_refused_in_one_sentence(tmp_path):
+    """Its identity (search space and fixed overrides) is stored in the study; re-running the study with
+    other data or a narrowed choice used to report the old best trial, or crash TPE and leave a trial RUNNING."""
+    first = subprocess.run(
+        sweep_command(tmp_path, "hydra.sweeper.n_trials=0"), cwd=ROOT, capture_output=True, text=True
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = subprocess.run(
+        sweep_command(tmp_path, "hydra.sweeper.n_trials=0"), cwd=ROOT, capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr[-2000:]  # the same sweep resumes its study
+    other = subprocess.run(
+        sweep_command(tmp_path, "hydra.sweeper.n_trials=0", "lora.r=choice(2,32)", "data.max_length=64"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    output = other.stdout + other.stderr
+    assert other.returncode == 2 and "Traceback" not in output
+    assert (
+        "was created for another sweep" in output and "give this one a new hydra.sweeper.study_name" in output
+    )
+    assert "lora.r" in output and "now data.max_length=64" in output

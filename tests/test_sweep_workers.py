@@ -29,7 +29,6 @@ from sweep.places import DONE, why_not_run
 from sweep.space import search_space
 from sweep.study import (
     FAIL_REASON,
-    heartbeat_storage,
     open_study,
     record_heartbeat,
     running_trial,
@@ -308,7 +307,7 @@ def test_a_dead_worker_on_another_host_loses_its_trial_by_heartbeat_and_the_othe
     its trial, which frees the place (the old code waited for it for wait_timeout, 24 h by default)."""
     monkeypatch.setattr(optuna_sweeper, "POLL_SECONDS", 0.2)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    study = open_study(heartbeat_storage(storage, 1, 2), study_name="workers")
+    study = open_study(storage, heartbeat_interval=1, grace_period=2, study_name="workers")
     orphan = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     orphan.set_user_attr(WORKER, {**worker_identity(), "host": "gpu-node-7"})  # then its machine died
     record_heartbeat(study, orphan)
