@@ -49,6 +49,7 @@ from sweep.study import (
     FAIL_REASON,
     OPTUNA_TARGETS,
     PRUNED_AT,
+    StorageError,
     identity_mismatch,
     open_sweep_study,
     stored_trial,
@@ -86,10 +87,6 @@ def objective_values(returned: Any, objectives: list[str]) -> list[float]:
             f"hydra.sweeper.objective {missing} not among the job's metrics; choose from {sorted(view)}"
         )
     return [view[name] for name in objectives]
-
-
-class SweepAborted(RuntimeError):
-    """More trials failed than the sweep's failure budget allows."""
 
 
 class SFTOptunaSweeper(OptunaSweeper):
@@ -141,15 +138,26 @@ class SFTOptunaSweeper(OptunaSweeper):
             self.grid = grid_choices(space)
             impl.sampler = impl.sampler(self.grid)
             impl.n_trials = min(impl.n_trials, math.prod(len(choices) for choices in self.grid.values()))
-        study = open_sweep_study(
-            impl.storage,
-            impl.study_name,
-            impl.sampler,
-            impl._get_directions(),
-            self.objectives,
-            heartbeat_interval=self.heartbeat_interval,
-            grace_period=self.grace_period,
-        )
+        if impl.storage is None:
+            log.error(
+                "hydra.sweeper.storage=null keeps the study in this process's memory, but each trial reports "
+                "to it from its job and a resumed sweep reads it back: give a database, e.g. "
+                "sqlite:///outputs/sweeps/<name>/optuna.db (the presets' default)."
+            )
+            sys.exit(2)
+        try:
+            study = open_sweep_study(
+                impl.storage,
+                impl.study_name,
+                impl.sampler,
+                impl._get_directions(),
+                self.objectives,
+                heartbeat_interval=self.heartbeat_interval,
+                grace_period=self.grace_period,
+            )
+        except StorageError as error:
+            log.error("%s.", error)
+            sys.exit(2)
         mismatch = identity_mismatch(study, sweep_identity(space, fixed_params, fixed_overrides))
         if mismatch:  # its trials were run for another sweep: reporting or resuming them would mislead
             log.error(
@@ -182,11 +190,15 @@ class SFTOptunaSweeper(OptunaSweeper):
                 failures += self._run_batch(
                     study, min(free, impl.n_jobs), space, fixed_params, fixed_overrides
                 )
-                if failures > self.max_failures:
-                    raise SweepAborted(
-                        f"{failures} trials failed, more than hydra.sweeper.max_failures={self.max_failures}; "
-                        f"see {FAIL_REASON} in the study or the trials' train.log."
+                if failures > self.max_failures:  # one sentence, no traceback: the reasons are in the study
+                    log.error(
+                        "Sweep stopped: %d trials failed, more than hydra.sweeper.max_failures=%d; see %s in "
+                        "the study (python -m sweep.report) or the trials' train.log.",
+                        failures,
+                        self.max_failures,
+                        FAIL_REASON,
                     )
+                    sys.exit(1)
                 waiting_since = None
                 continue
             if not running:

@@ -90,7 +90,7 @@ def open_study(
 ) -> optuna.Study:
     """optuna.create_study(load_if_exists=True), retried when workers started together on an empty database
     race to create Optuna's tables (the database then refuses the second CREATE TABLE or its version row)."""
-    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+    from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError, ProgrammingError
 
     folder = sqlite_folder(storage)
     if folder is not None:
@@ -102,10 +102,27 @@ def open_study(
         except (IntegrityError, OperationalError, ProgrammingError) as error:
             lost_race = not isinstance(error, OperationalError) or "already exists" in str(error)
             if attempt == 5 or not lost_race:  # e.g. an unreachable server: no point in retrying
-                raise
+                raise StorageError(storage, error) from error
             log.info("Another worker is creating the study tables (%s); retrying", type(error).__name__)
             time.sleep(0.2 + random.random())
+        except DatabaseError as error:  # not a database (a corrupt or foreign file), wrong schema …
+            raise StorageError(storage, error) from error
     raise AssertionError("unreachable")
+
+
+class StorageError(RuntimeError):
+    """The study's storage cannot be opened: its message is one sentence, without a traceback."""
+
+    def __init__(self, storage: str | None, error: Exception):
+        from src.redact import redact
+
+        detail = str(getattr(error, "orig", error)).strip().splitlines()[0]
+        super().__init__(
+            redact(
+                f"cannot open the study storage {storage}: {detail} (a corrupt or non-Optuna SQLite file, or "
+                "a database server that cannot be reached); fix hydra.sweeper.storage or point it elsewhere"
+            )
+        )
 
 
 def open_sweep_study(

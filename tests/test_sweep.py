@@ -286,3 +286,28 @@ def test_a_study_created_for_another_sweep_is_refused_in_one_sentence(tmp_path):
         "was created for another sweep" in output and "give this one a new hydra.sweeper.study_name" in output
     )
     assert "lora.r" in output and "now data.max_length=64" in output
+
+
+@pytest.mark.parametrize(
+    ("setup", "overrides", "message"),
+    [
+        ("corrupt", [], "file is not a database"),
+        (None, ["hydra.sweeper.storage=null"], "hydra.sweeper.storage=null keeps the study"),
+        (None, ["hydra.sweeper.storage=postgresql://u:pw-secret-1@127.0.0.1:1/db"], "cannot be reached"),
+    ],
+    ids=["corrupt-sqlite-file", "storage-null", "unreachable-postgres"],
+)
+def test_a_storage_that_cannot_hold_the_study_is_refused_in_one_sentence(tmp_path, setup, overrides, message):
+    if setup == "corrupt":
+        (tmp_path / "optuna.db").write_text("not a database")
+    before = (tmp_path / "optuna.db").read_bytes() if setup else None
+    result = subprocess.run(
+        sweep_command(tmp_path, "hydra.sweeper.n_trials=1", *overrides),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and message in output and "Traceback" not in output, output[-2000:]
+    assert "pw-secret-1" not in output
+    assert before is None or (tmp_path / "optuna.db").read_bytes() == before  # left as it was
