@@ -29,6 +29,7 @@ from sweep.places import DONE, why_not_run
 from sweep.space import search_space
 from sweep.study import (
     FAIL_REASON,
+    StorageError,
     open_study,
     record_heartbeat,
     running_trial,
@@ -240,7 +241,7 @@ def test_workers_starting_together_on_an_empty_database_retry_table_creation(tmp
         raise OperationalError("connect", {}, Exception("connection refused"))
 
     monkeypatch.setattr(optuna, "create_study", unreachable)
-    with pytest.raises(OperationalError, match="connection refused"):
+    with pytest.raises(StorageError, match="connection refused"):  # one sentence for the user, see test_sweep
         open_study("postgresql://sweeper@db-host/sweeps", study_name="workers")
     assert len(calls) == 3  # not retried
 
