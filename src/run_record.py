@@ -10,6 +10,7 @@ and must have been configured like it.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,16 @@ RESUMABLE = (
     "save.",
     "plan.",
 )
+
+
+def read_metrics(path: Path | None) -> dict[str, Any]:
+    """A run's metrics.json, or {} when it is missing, torn (a crash mid-write on a file system without
+    atomic rename) or not a run's record: the reader then treats the run as unfinished, and never crashes."""
+    try:
+        metrics = json.loads(Path(path).read_text()) if path is not None else {}
+    except (OSError, ValueError):
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
 
 
 def write_record(run_dir: Path, dict_cfg: DictConfig) -> None:

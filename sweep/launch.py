@@ -6,7 +6,6 @@ for the whole batch (a SLURM job killed), each trial's outcome is read back from
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import optuna
 from hydra.core.utils import JobReturn, JobStatus
 
+from src.run_record import read_metrics
 from sweep.study import stored_trial
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def recovered_outcome(study: optuna.Study, trial: optuna.Trial, error: Exception
     objective; any other trial failed with the launcher's error."""
     run_dir = stored_trial(study, trial).user_attrs.get("run_dir")
     path = Path(run_dir) / "metrics.json" if run_dir else None
-    metrics = json.loads(path.read_text()) if path is not None and path.is_file() else {}
+    metrics = read_metrics(path)
     if metrics.get("status") in ("finished", "pruned"):
         return JobReturn(status=JobStatus.COMPLETED, _return_value=metrics)
     lost = JobLost(f"the launcher lost this job: {type(error).__name__}: {error}")

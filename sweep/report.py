@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import math
 import shlex
@@ -18,6 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from src.redact import redact
+from src.run_record import read_metrics
 from sweep.study import FAIL_REASON, PRUNED_AT
 
 STATE_ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.FAIL: 3}
@@ -40,7 +40,7 @@ def load_study(sweep_dir: Path, storage: str | None, study_name: str | None) -> 
 def trial_metrics(trial: FrozenTrial) -> dict[str, Any]:
     run_dir = trial.user_attrs.get("run_dir")
     path = Path(run_dir) / "metrics.json" if run_dir else None
-    return json.loads(path.read_text()) if path and path.is_file() else {}
+    return read_metrics(path)
 
 
 RUN_GROUPS = ("model", "lora", "optim", "data", "memory")  # config groups a single run picks options of

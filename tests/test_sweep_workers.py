@@ -255,6 +255,8 @@ def test_a_batch_the_launcher_lost_is_told_from_the_trial_folders(tmp_path):
         running_trial(load(storage), number).set_user_attr("run_dir", str(folder))
         if number != 1:  # trial 1 is killed by SLURM's time limit before it finishes
             (folder / "metrics.json").write_text(json.dumps({"status": "finished", "best_eval_loss": 0.5}))
+        else:  # …leaving a torn metrics.json (a file system without atomic rename): unfinished, no crash
+            (folder / "metrics.json").write_text('{"status": "fini')
         return 0.5
 
     class LosingLauncher(StandInLauncher):  # hydra-submitit-launcher raises when one job of a batch died
