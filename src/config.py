@@ -69,13 +69,15 @@ class OptimConfig:
 class DataConfig:
     name: str = MISSING
     source: str = MISSING  # builtin | hub | local
-    path: str | None = None  # Hub dataset id (source=hub) or file path(s)/glob, comma-separated (local)
+    # Hub dataset id (source=hub), or local file(s): a path or glob, a comma list (quoted inside -m, where an
+    # unquoted comma list is a sweep), or a list: data.path=[a.jsonl,b.jsonl]
+    path: Any = None
     revision: str | None = None  # Hub dataset revision (branch, tag or commit), source=hub only
     builtin_examples: int | None = None  # source=builtin: examples to generate (train + eval)
     format: str = MISSING  # auto | messages | prompt_completion | alpaca | text
     train_split: str = MISSING  # named training split (source=hub)
     eval_split: str | None = None  # named split (hub) …
-    eval_path: str | None = None  # … or a separate local file …
+    eval_path: Any = None  # … or separate local file(s), given like path …
     eval_fraction: float = MISSING  # … or a held-out fraction of train, split with split_seed
     split_seed: int = 42
     max_train_examples: int | None = None  # cap after splitting (large Hub sets)
@@ -230,10 +232,13 @@ def _get(cfg: Any, dotted: str) -> Any:
     return node
 
 
-def local_files(spec: str) -> list[Path]:
-    """Expand a comma-separated list of paths and globs; each part must match at least one file."""
+def local_files(spec: Any) -> list[Path]:
+    """Expand paths and globs, given as a comma-separated string or a list; each must match a file."""
+    parts = (
+        str(spec).split(",") if isinstance(spec, str) else [str(p) for p in spec]
+    )  # a list (or ListConfig)
     files: list[Path] = []
-    for part in [p.strip() for p in spec.split(",") if p.strip()]:
+    for part in [p.strip() for p in parts if p.strip()]:
         matches = sorted(glob.glob(str(Path(part).expanduser())))
         if not matches:
             raise ConfigError(
@@ -328,8 +333,8 @@ def validate(cfg: Any) -> None:
         raise ConfigError(
             f"data.source=builtin needs data.builtin_examples > 0 (got {data.builtin_examples})."
         )
-    if data.source == "hub" and not data.path:
-        raise ConfigError("data.source=hub needs data.path=<dataset id>.")
+    if data.source == "hub" and not (isinstance(data.path, str) and data.path):
+        raise ConfigError("data.source=hub needs data.path=<dataset id> (one id, not a list).")
     if data.revision and data.source != "hub":
         raise ConfigError(
             f"data.revision applies to Hub datasets only; drop it for data.source={data.source}."

@@ -101,6 +101,7 @@ class SFTOptunaSweeper(OptunaSweeper):
         wait_timeout: float | None = None,
         heartbeat_interval: float | None = None,
         grace_period: float | None = None,
+        search_data_and_model: bool = False,
         report_at: str = "schedule",
         objective: Any = "best_eval_loss",
         **kwargs: Any,
@@ -122,6 +123,7 @@ class SFTOptunaSweeper(OptunaSweeper):
         self.pruner_config = pruner  # instantiated by the jobs (sweep/pruning.py), which report to the trial
         self.wait_timeout = wait_timeout
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
+        self.search_data_and_model = search_data_and_model
         self.sampler_config = kwargs["sampler"]
         self.grid: dict[str, list] | None = None  # the grid's choices per param under sampler=grid
 
@@ -138,6 +140,16 @@ class SFTOptunaSweeper(OptunaSweeper):
             self.grid = grid_choices(space)
             impl.sampler = impl.sampler(self.grid)
             impl.n_trials = min(impl.n_trials, math.prod(len(choices) for choices in self.grid.values()))
+        data_or_model = sorted(k for k in space if k.startswith(("data.", "model.")))
+        if data_or_model and not self.search_data_and_model:
+            log.error(
+                "This sweep would search over %s (each trial training on one value): inside -m an unquoted "
+                "comma list is a sweep. Quote it (data.path='a.jsonl,b.jsonl') or give a list "
+                "(data.path=[a.jsonl,b.jsonl]); to search over data or model settings on purpose, set "
+                "hydra.sweeper.search_data_and_model=true.",
+                ", ".join(data_or_model),
+            )
+            sys.exit(2)
         if impl.storage is None:
             log.error(
                 "hydra.sweeper.storage=null keeps the study in this process's memory, but each trial reports "

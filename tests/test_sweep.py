@@ -311,3 +311,28 @@ def test_a_storage_that_cannot_hold_the_study_is_refused_in_one_sentence(tmp_pat
     assert result.returncode == 2 and message in output and "Traceback" not in output, output[-2000:]
     assert "pw-secret-1" not in output
     assert before is None or (tmp_path / "optuna.db").read_bytes() == before  # left as it was
+
+
+def test_an_unquoted_comma_list_inside_a_sweep_is_refused_and_a_list_works(tmp_path):
+    """Inside -m, data.path=a.jsonl,b.jsonl used to become a categorical hyperparameter: each trial
+    trained on one file."""
+    rows = [{"prompt": f"Say {i}", "completion": str(i)} for i in range(20)]
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    refused = subprocess.run(
+        sweep_command(tmp_path / "s1", "data=jsonl", f"data.path={a},{b}"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    output = refused.stdout + refused.stderr
+    assert refused.returncode == 2 and "would search over data.path" in output and "Traceback" not in output
+    assert not (tmp_path / "s1" / "trial_0").exists()
+    from omegaconf import OmegaConf
+
+    from src.config import local_files
+    from tests.conftest import compose_config
+
+    listed = OmegaConf.to_object(compose_config(["data=jsonl", f"data.path=[{a},{b}]"])).data
+    assert local_files(listed.path) == [a, b]  # a list is one value: both files, every trial

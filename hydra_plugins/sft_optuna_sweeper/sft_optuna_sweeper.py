@@ -43,6 +43,9 @@ class SFTOptunaSweeperConf(OptunaSweeperConf):
     # may go without one before any worker fails it (its worker died, on any host); null = no heartbeats
     heartbeat_interval: float | None = 60.0
     grace_period: float | None = 300.0
+    # data.* and model.* keys in the search space are refused unless true: inside -m an unquoted comma list
+    # (data.path=a.jsonl,b.jsonl) silently becomes a categorical hyperparameter
+    search_data_and_model: bool = False
     # what the pruner compares trials at: "schedule" (percent of each trial's own schedule, so 1- and
     # 3-epoch trials meet at the same phase) or "step" (the global optimizer step)
     report_at: str = "schedule"
