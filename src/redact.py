@@ -12,15 +12,18 @@ import re
 
 MASK = "***"
 # a name whose last component is token/key/password/secret: HF_TOKEN, api_key, db.password …
+# (pwd and pat only after a separator: MYSQL_PWD, GITHUB_PAT are secrets; the shell's PWD is a folder)
 SECRET_NAME = re.compile(
-    r"(?:(?:^|[_.\-])(?:token|key|apikey|password|passwd|pwd|secret|pat)|^(?:pgpassword|database_url))$",
+    r"(?:(?:^|[_.\-])(?:token|key|apikey|password|passwd|secret)|[_.\-](?:pwd|pat)|^(?:pgpassword|database_url))$",
     re.IGNORECASE,
 )
+# a mask that is a whole YAML value must be quoted: a bare *** would read as an alias
+BARE_MASK_VALUE = re.compile(r"(?m)(^[ \t]*-[ \t]+|:[ \t]+)\*\*\*(?=[ \t]*$)")
 NOT_SECRET = re.compile(r"(?:^|[_.\-])(?:pad|eos|bos|unk|sep|cls|mask)_token$", re.IGNORECASE)
 URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s'\"]+:)([^@\s'\"]+)(@)")
 # key: value / key=value / "key": "value"; a quoted value is masked whole, spaces included
 KEY_VALUE = re.compile(
-    r"(?P<key>[\w.-]+)(?P<sep>[\"']?\s*[:=]\s*)(?P<value>\"[^\"\n]*\"|'[^'\n]*'|[^\s'\",}\]]+)"
+    r"(?P<key>[\w.-]+)(?P<sep>[\"']?[ \t]*[:=][ \t]*)(?P<value>\"[^\"\n]*\"|'[^'\n]*'|[^\s'\",}\]]+)"
 )
 EMPTY = {"null", "None", "none", "~", "<HUB_TOKEN>", MASK}
 
@@ -47,7 +50,7 @@ def redact(text: str) -> str:
     text = KEY_VALUE.sub(_mask_value, text)
     for value in _secret_env_values():
         text = text.replace(value, MASK)
-    return text
+    return BARE_MASK_VALUE.sub(rf"\g<1>'{MASK}'", text)
 
 
 def install_log_redaction() -> None:
