@@ -29,6 +29,7 @@ import logging
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -240,7 +241,11 @@ class SFTOptunaSweeper(OptunaSweeper):
         """Ask `size` trials, drop those another worker's race took the place of, run the rest as one launch
         and tell their outcomes; returns how many failed."""
         impl, identity = self.sweeper, worker_identity()
-        batch = [study.ask() for _ in range(size)]
+        with warnings.catch_warnings():  # Optuna warns that heartbeats are meant for study.optimize(); with
+            warnings.filterwarnings(
+                "ignore", "Heartbeat of storage"
+            )  # ask/tell this loop records them itself
+            batch = [study.ask() for _ in range(size)]
         for trial in batch:  # who runs it, so a restarted sweep can tell a dead worker's trial
             trial.set_user_attr(WORKER, identity)
         runnable = runnable_trials(study, batch, impl.n_trials)
