@@ -19,6 +19,11 @@ from tests.conftest import ROOT, logged_hparams, logged_session_status
 DIVERGE = "{optim.learning_rate:1e10,lora.r:8,optim.warmup_ratio:0.0}"
 
 
+# Every test here starts real sweeps of the tiny model in subprocesses (a minute or more each): slow, so
+# `make test-fast` leaves them to `make test` and CI.
+pytestmark = pytest.mark.slow
+
+
 def sweep_command(sweep_dir: Path, *overrides: str) -> list[str]:
     """The tiny_cpu sweep (hparams_search=tiny_cpu: tiny model, 6 steps) writing to `sweep_dir`."""
     return [
@@ -160,7 +165,6 @@ def test_median_pruner_stops_a_clearly_worse_trial(tmp_path):
     assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 4  # the sweep went on
 
 
-@pytest.mark.slow
 def test_killed_sweep_resumes_with_the_interrupted_trial_failed(tmp_path):
     import os
     import signal
