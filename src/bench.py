@@ -1,8 +1,9 @@
 """Training-step benchmark: `python -m src.bench [bench.measure_steps=5 …] [train overrides …]`.
 
-Runs, in one process on identical data, model and settings: (a) this project's trainer, (b) the article's
-recipe with current TRL (SFTTrainer, packing=True, gradient checkpointing, default metrics), (c) the same
-without packing (padding), (d) a bare PEFT loop with no framework. Reports real (non-pad) tokens/s,
+Runs, in one process on identical data, model and settings: (a) this project's trainer, (b) the usual
+one-file TRL script (SFTTrainer, packing=True, gradient checkpointing, default metrics), (c) the same
+without packing (padding), (d) a bare PEFT loop with no framework. Every variant computes in the same
+dtype: the resolved `memory.bnb_4bit_compute_dtype` (`auto` = bf16 where the hardware has it, else fp32). Reports real (non-pad) tokens/s,
 optimizer steps/s, positions per real token, peak RSS (CPU) or CUDA memory, the ratio of each to (a), and
 the step's utilisation against the machine's measured matmul throughput (MFU). Writes JSON next to it."""
 
@@ -97,11 +98,11 @@ def add_memory(result: dict, before_gb: float, planned: float | None, checkpoint
 
 
 def run_trainer_variant(name, cfg, base, tokenizer, data, raw_train, bench, workdir: Path) -> dict:
-    """(a) ours through build_trainer; (b)/(c) the article's SFTTrainer with packing on/off."""
+    """(a) ours through build_trainer; (b)/(c) a plain TRL script's SFTTrainer with packing on/off."""
     from trl import SFTConfig, SFTTrainer
 
     from src.model import build_model
-    from src.trainer import build_trainer
+    from src.trainer import build_trainer, compute_dtype
 
     before = release_and_reset_peak()
     torch.manual_seed(cfg.seed)
@@ -126,10 +127,11 @@ def run_trainer_variant(name, cfg, base, tokenizer, data, raw_train, bench, work
             learning_rate=cfg.optim.learning_rate,
             lr_scheduler_type="cosine",
             warmup_steps=0.05,
-            bf16=True,
+            bf16=compute_dtype(cfg) == torch.bfloat16,  # what `bf16=True` in such a script means, where the
+            fp16=compute_dtype(cfg) == torch.float16,  # hardware has it; fp32 where it would be emulated
             use_cpu=not torch.cuda.is_available(),
             max_length=cfg.data.max_length,
-            packing=name == "article",
+            packing=name == "trl_script",
             logging_steps=1,
             save_strategy="no",
             report_to="none",
@@ -158,6 +160,7 @@ def run_bare_loop(name, cfg, base, tokenizer, data, bench) -> dict:
 
     from src.data.collator import PackedRowsCollator
     from src.model import build_model
+    from src.trainer import compute_dtype
 
     before = release_and_reset_peak()
     torch.manual_seed(cfg.seed)
@@ -170,12 +173,13 @@ def run_bare_loop(name, cfg, base, tokenizer, data, bench) -> dict:
     collate = CountingCollator(PackedRowsCollator(tokenizer.pad_token_id))
     b = cfg.memory.per_device_train_batch_size
     seconds = []
-    dtype = torch.bfloat16
+    dtype = compute_dtype(cfg)
     for step in range(bench.warmup_steps + bench.measure_steps):
         start = (step * b) % max(len(rows) - b, 1)
         batch = collate([rows[i] for i in range(start, start + b)])
         began = time.perf_counter()
-        with torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=dtype):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
             loss = model(**batch, use_cache=False).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
@@ -226,6 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     from src.data.cache import prepare_data
     from src.model import load_tokenizer, resolve_base
     from src.plan.checkpointing import resolve_checkpointing
+    from src.trainer import compute_dtype
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = list(sys.argv[1:] if argv is None else argv)
@@ -247,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     base = resolve_base(cfg.model, cfg.paths.cache_dir)
     tokenizer = load_tokenizer(cfg.model, base)
     data = prepare_data(cfg.data, tokenizer, cfg.paths.cache_dir)
-    # the article's recipe tokenizes conversations itself: give it the same generated conversations
+    # the plain TRL script tokenizes conversations itself: give it the same generated conversations
     from datasets import Dataset
 
     from src.builtin_data import BUILTIN
@@ -280,11 +285,12 @@ def main(argv: list[str] | None = None) -> None:
         r["tokens_per_second_vs_ours"] = r["tokens_per_second"] / reference["tokens_per_second"]
         r["peak_memory_vs_ours"] = r["peak_memory_gb"] / reference["peak_memory_gb"]
     shapes = cfg.model.architecture
-    peak = matmul_flops_per_second(shapes["hidden_size"], shapes["intermediate_size"], 2048, torch.bfloat16)
+    dtype = compute_dtype(cfg)
+    peak = matmul_flops_per_second(shapes["hidden_size"], shapes["intermediate_size"], 2048, dtype)
     for r in results:
         flops = training_flops_per_token(cfg, r["gradient_checkpointing"])
         r["mfu_vs_measured_matmul"] = r["tokens_per_second"] * flops / peak
-    print(f"\nmeasured bf16 matmul throughput: {peak / 1e9:.1f} GFLOP/s")
+    print(f"\ncompute dtype {dtype}; measured matmul throughput: {peak / 1e9:.1f} GFLOP/s")
     header = (
         f"{'variant':12} {'ckpt':>4} {'tokens/s':>9} {'× ours':>7} {'steps/s':>8} {'pos/token':>9} "
         f"{'peak GB':>8} {'train GB':>8} {'plan GB':>8} {'plan err':>8} {'MFU':>6}"
@@ -303,7 +309,13 @@ def main(argv: list[str] | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(
-            {"matmul_flops_per_second": peak, "settings": train_overrides, "results": results}, indent=2
+            {
+                "compute_dtype": str(dtype),
+                "matmul_flops_per_second": peak,
+                "settings": train_overrides,
+                "results": results,
+            },
+            indent=2,
         )
     )
     print(f"wrote {out}")

@@ -22,7 +22,7 @@ def test_bench_runs_all_variants_on_the_tiny_model(tmp_path):
     result = run_module("src.bench", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert [r["variant"] for r in report["results"]] == ["ours", "article", "padding", "bare", "bare_no_ckpt"]
+    assert [r["variant"] for r in report["results"]] == ["ours", "trl_script", "padding", "bare", "bare_no_ckpt"]
     # memory=bf16 checkpoints; ours lets the planner decide (auto: a tiny model's activations fit → off)
     assert [r["gradient_checkpointing"] for r in report["results"]] == [False, True, True, True, False]
     ours = report["results"][0]
@@ -35,4 +35,7 @@ def test_bench_runs_all_variants_on_the_tiny_model(tmp_path):
     assert ours["planned_memory_gb"] > 0 and ours["plan_error"] is not None
     assert all(r["planned_memory_gb"] is None for r in report["results"][1:])
     assert report["matmul_flops_per_second"] > 1e8
+    # every variant computes in one dtype: unquantized, the model's own (tiny: float32), so the plain TRL
+    # variants no longer autocast to bf16 while ours runs fp32
+    assert report["compute_dtype"] == "torch.float32"
     assert "variant      ckpt  tokens/s" in result.stdout
