@@ -83,12 +83,13 @@ class TrainingRun:
     pruning: Any = None  # sweep.pruning.PruningCallback inside an Optuna sweep
     resume_from: Path | None = None  # checkpoint to continue from (resume=true)
     run_dir: Path | None = None
+    sharded_by: str | None = None  # FSDP / ZeRO-3 (src/distributed.py): no generation, no replica check
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def measure_task(self) -> tuple[dict[str, float], list[dict[str, str]]]:
         """Generate answers for held-out prompts and score them (main process only: they are logged)."""
         cfg = self.cfg
-        if not distributed.is_main():
+        if not distributed.is_main() or self.sharded_by:
             return {}, []
         return task_metric(
             self.trainer.model,
@@ -118,7 +119,7 @@ class TrainingRun:
         if self.cfg.eval.before_training:
             baseline["eval_loss"] = self.trainer.evaluate()["eval_loss"]  # collective under DDP
             baseline["task"], baseline["task_samples"] = self.measure_task()
-        if distributed.is_main():
+        if distributed.is_main() and not self.sharded_by:
             baseline["samples"] = self.sampler.generate(self.trainer.model)
         return baseline
 
@@ -132,7 +133,7 @@ class TrainingRun:
             else None
         )
         baseline = cached or self.measure_baseline()
-        if cached is None and distributed.is_main():
+        if cached is None and distributed.is_main() and not self.sharded_by:  # sharded: no task, no samples
             write_baseline(self.baseline_cache, baseline)
         how = f"read from {self.baseline_cache}" if cached else "measured"
         log.info("untouched model's baseline %s in %.1f s", how, time.perf_counter() - started)
@@ -183,10 +184,10 @@ class TrainingRun:
         best_step, best_loss = min(evals, key=lambda e: e[1]) if evals else (0, math.nan)
         if state.best_metric is not None:
             best_loss = state.best_metric
-        distributed.check_replicas_agree(trainer.model)
+        distributed.check_replicas_agree(trainer.model, self.sharded_by)
         after_task, after_samples = self.measure_task()
         self.log_task("after_training", state.global_step, after_task, after_samples)
-        if distributed.is_main():
+        if distributed.is_main() and not self.sharded_by:
             self.sampler.sample(trainer.model, "after_training", state.global_step)
         tokens = state.num_input_tokens_seen
         step_seconds = self.throughput.total_step_seconds or train_seconds
@@ -258,6 +259,11 @@ def build_run(cfg, model, tokenizer, data, run_dir: Path, resume_from: Path | No
     total, warmup = planned_steps(trainer)
     for line in summary_lines(cfg, trainer.model, total, warmup, compute_dtype(cfg)):
         log.info(line)
+    sharded_by = distributed.sharded(trainer)
+    if sharded_by:
+        # generate() on the main process alone would wait forever for the other processes' shards
+        sampler.every_evals = 0
+        log.warning("sample generations and the task metric are skipped: %s", sharded_by)
     return TrainingRun(
         cfg,
         trainer,
@@ -271,6 +277,7 @@ def build_run(cfg, model, tokenizer, data, run_dir: Path, resume_from: Path | No
         pruning=pruning,
         resume_from=resume_from,
         run_dir=run_dir,
+        sharded_by=sharded_by,
     )
 
 

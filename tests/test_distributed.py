@@ -113,3 +113,90 @@ def test_sharded_launch_needs_4bit_weights_stored_in_the_compute_dtype(monkeypat
         check("memory=qlora")
     check("memory=fsdp_qlora")
     check("memory=bf16")  # nothing quantized, nothing to match
+
+
+def test_sharded_weights_are_recognised_from_the_trainers_plugins(monkeypatch):
+    """FSDP and ZeRO-3 split the weights across processes; DDP and ZeRO-1/2 keep them whole."""
+    from types import SimpleNamespace
+
+    def trainer(fsdp=False, zero_stage=None):
+        plugin = SimpleNamespace(zero_stage=zero_stage) if zero_stage else None
+        state = SimpleNamespace(deepspeed_plugin=plugin)
+        return SimpleNamespace(
+            is_fsdp_enabled=fsdp,
+            is_deepspeed_enabled=plugin is not None,
+            accelerator=SimpleNamespace(state=state),
+        )
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert distributed.sharded(trainer(fsdp=True)) == "FSDP shards the weights across 2 processes"
+    assert (
+        distributed.sharded(trainer(zero_stage=3)) == "DeepSpeed ZeRO-3 shards the weights across 2 processes"
+    )
+    assert distributed.sharded(trainer(zero_stage=2)) is None
+    assert distributed.sharded(trainer()) is None
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.sharded(trainer(fsdp=True)) is None  # one process holds everything
+
+
+def test_sharded_runs_skip_the_replica_hash(monkeypatch, caplog):
+    """Each process of a sharded run hashes its own shard: the digests differ by design, and the old check
+    raised 'replicas ended with different weights' before the adapter was saved. (No process group exists
+    here: the old code's gather would fail outright.)"""
+    import logging
+
+    import torch
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    model = torch.nn.Linear(2, 2)
+    with caplog.at_level(logging.INFO, logger="src.distributed"):
+        assert distributed.check_replicas_agree(model, "FSDP shards the weights across 2 processes") == []
+    assert "replica check skipped: FSDP shards the weights across 2 processes" in caplog.text
+
+
+@pytest.mark.parametrize("sharded_by", [None, "FSDP shards the weights across 2 processes"])
+def test_a_sharded_run_never_generates_and_logs_why(sharded_by, monkeypatch, tmp_path, caplog):
+    """generate() on the main process alone waits forever for the other processes' shards (a sharded forward
+    is collective): samples and the task metric are skipped, with the reason in the log. The run itself is
+    real (tiny model, one process); only the sharding is reported by a patched `distributed.sharded`."""
+    import logging
+
+    from omegaconf import OmegaConf
+
+    from src import stages
+    from src.evaluate import generate_replies
+    from tests.conftest import compose_config
+
+    calls = []
+    monkeypatch.setattr(distributed, "sharded", lambda trainer: sharded_by)
+    monkeypatch.setattr(
+        "src.evaluate.generate_replies", lambda *a, **k: calls.append(a) or generate_replies(*a, **k)
+    )
+    monkeypatch.setattr(
+        "src.callbacks.generate_replies", lambda *a, **k: calls.append(a) or generate_replies(*a, **k)
+    )
+    overrides = [
+        *TINY,
+        "optim.max_steps=2",
+        "eval.steps=1",
+        "monitor.samples_every_evals=1",
+        "eval.reuse_baseline=false",
+    ]
+    cfg = OmegaConf.to_object(compose_config(overrides, output_dir=tmp_path, cache_dir=CACHE))
+    cfg.data.task_metric = "json_exact_match"
+    with caplog.at_level(logging.INFO):
+        base, tokenizer = stages.build_tokenizer(cfg)
+        data = stages.build_data(cfg, tokenizer, tmp_path)
+        run = stages.build_run(cfg, stages.build_model(cfg, base), tokenizer, data, tmp_path)
+        metrics = run.train()
+    assert metrics["status"] == "finished" and metrics["global_step"] == 2
+    skipped = "sample generations and the task metric are skipped: FSDP shards the weights" in caplog.text
+    if sharded_by is None:  # the same run unsharded: baseline, 2 evals and the end each generate
+        assert len(calls) >= 4 and not skipped
+        assert set(metrics["task_metric"]["after"]) >= {"json_exact_match"}
+    else:
+        assert calls == [] and skipped
+        assert metrics["task_metric"]["after"] == {} and metrics["task_metric"]["before"] == {}
+        # its baseline lacks the task metric and samples, so it must not stand in for a whole one later
+        cache = run.baseline_cache
+        assert not cache.exists() or "samples" in json.loads(cache.read_text())
