@@ -45,7 +45,7 @@ from src.redact import redact
 from sweep.launch import JobLost, launch_trials
 from sweep.liveness import WORKER, describe_worker, fail_stale_trials, heartbeats, worker_identity
 from sweep.places import finished_trials, free_places, runnable_trials
-from sweep.space import grid_choices, search_space
+from sweep.space import cannot_produce, grid_choices, search_space
 from sweep.study import (
     FAIL_REASON,
     OPTUNA_TARGETS,
@@ -181,6 +181,16 @@ class SFTOptunaSweeper(OptunaSweeper):
                 mismatch,
             )
             sys.exit(2)
+        for i, params in enumerate(self.enqueue_trials):  # refused before any trial is created
+            why = cannot_produce(dict(params), space)
+            if why:
+                log.error(
+                    "hydra.sweeper.enqueue_trials[%d] cannot be a trial of this sweep: %s; change the value or "
+                    "the search space.",
+                    i,
+                    why,
+                )
+                sys.exit(2)
         fail_stale_trials(study)
         self._enqueue_new(study)
         done = finished_trials(study)
@@ -249,15 +259,26 @@ class SFTOptunaSweeper(OptunaSweeper):
         for trial in batch:  # who runs it, so a restarted sweep can tell a dead worker's trial
             trial.set_user_attr(WORKER, identity)
         runnable = runnable_trials(study, batch, impl.n_trials)
-        overrides = []
+        overrides, configured, failed = [], [], 0
         for trial in runnable:
             self._reseed(study, trial.number)
-            overrides += impl._configure_trials([trial], space, fixed_params, fixed_overrides)
+            try:
+                overrides += impl._configure_trials([trial], space, fixed_params, fixed_overrides)
+            except (
+                Exception
+            ) as error:  # the sampler could not produce its values: fail it, never leave it RUNNING
+                self._fail(
+                    study, trial, f"its parameters could not be sampled: {type(error).__name__}: {error}"
+                )
+                failed += 1
+                continue
+            configured.append(trial)
+        runnable = configured
         if not runnable:
-            return 0
+            return failed
         with heartbeats(study, runnable, self.heartbeat_interval):
             returns = launch_trials(impl, study, runnable, overrides)
-        return sum(not self._tell(study, trial, result) for trial, result in zip(runnable, returns))
+        return failed + sum(not self._tell(study, trial, result) for trial, result in zip(runnable, returns))
 
     def _reseed(self, study: optuna.Study, number: int) -> None:
         """Trial N samples with seed + N: reproducible per trial, and distinct across workers (which would
@@ -283,10 +304,7 @@ class SFTOptunaSweeper(OptunaSweeper):
             message = (
                 str(error) if isinstance(error, JobFailed | JobLost) else f"{type(error).__name__}: {error}"
             )
-            reason = redact(message)[:2000]  # stored in the study and shown by sweep.report: no secrets
-            trial.set_user_attr(FAIL_REASON, reason)
-            tell(study, trial, state=TrialState.FAIL)
-            log.warning("Trial %d failed: %s", trial.number, reason)
+            self._fail(study, trial, message)
             return False
         attrs = stored_trial(study, trial).user_attrs
         if PRUNED_AT in attrs:
@@ -299,6 +317,13 @@ class SFTOptunaSweeper(OptunaSweeper):
             return False
         tell(study, trial, values=values)
         return True
+
+    @staticmethod
+    def _fail(study: optuna.Study, trial: optuna.Trial, message: str) -> None:
+        reason = redact(message)[:2000]  # stored in the study and shown by sweep.report: no secrets
+        trial.set_user_attr(FAIL_REASON, reason)
+        tell(study, trial, state=TrialState.FAIL)
+        log.warning("Trial %d failed: %s", trial.number, reason)
 
     def _write_results(self, study: optuna.Study) -> None:
         """optimization_results.yaml: the best trial, or with several objectives the Pareto front."""

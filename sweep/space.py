@@ -5,10 +5,11 @@ for the sweeper, for curve restoring and for replay.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from hydra_plugins.hydra_optuna_sweeper import _impl  # 1.4.0rc3 exposes no public equivalent of these
-from optuna.distributions import BaseDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
 
 def search_space(params: list[str]) -> tuple[dict[str, BaseDistribution], dict[str, Any], list[str]]:
@@ -23,3 +24,31 @@ def search_space(params: list[str]) -> tuple[dict[str, BaseDistribution], dict[s
 def grid_choices(space: dict[str, BaseDistribution]) -> dict[str, list]:
     """GridSampler's search space: every value of each (discrete) distribution."""
     return {name: _impl.OptunaSweeperImpl._to_grid_sampler_choices(d) for name, d in space.items()}
+
+
+def cannot_produce(params: dict[str, Any], space: dict[str, BaseDistribution]) -> str | None:
+    """Why the search space cannot produce `params` (an enqueued trial): a key it does not search, or a value
+    outside its distribution; None when it can. Optuna would keep an out-of-range number as given and raise
+    mid-trial on an unknown choice, leaving the trial RUNNING."""
+    for name, value in params.items():
+        if name not in space:
+            return f"{name} is not searched (searched: {', '.join(sorted(space))})"
+        if not _within(value, space[name]):
+            return f"{name}={value!r} is outside its search space {space[name]}"
+    return None
+
+
+def _within(value: Any, distribution: BaseDistribution) -> bool:
+    if isinstance(distribution, CategoricalDistribution):
+        return any(
+            value == c and isinstance(value, bool) == isinstance(c, bool) for c in distribution.choices
+        )
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if not distribution.low <= value <= distribution.high:
+        return False
+    if isinstance(distribution, IntDistribution):
+        return float(value).is_integer() and (value - distribution.low) % distribution.step == 0
+    return distribution.step is None or math.isclose(
+        (value - distribution.low) / distribution.step, round((value - distribution.low) / distribution.step)
+    )
