@@ -9,6 +9,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from src.data.formats import conversation_messages
 from src.evaluate import generate_replies
 from src.memory import peak_memory_gb
 
@@ -69,7 +70,7 @@ class SampleGenerationCallback(TrainerCallback):
     def generate(self, model) -> list[dict[str, str]]:
         replies = generate_replies(model, self.tokenizer, [p for p, _ in self.prompts], self.max_new_tokens)
         return [
-            {"prompt": p[-1]["content"], "reference": r, "prediction": y}
+            {"prompt": conversation_messages(p)[-1]["content"], "reference": r, "prediction": y}
             for (p, r), y in zip(self.prompts, replies)
         ]
 

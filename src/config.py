@@ -8,6 +8,7 @@ Structured configs make Hydra refuse unknown keys and ill-typed values itself ("
 from __future__ import annotations
 
 import glob
+import importlib.util
 import math
 import os
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the config groups (tr
 
 
 LLAMA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+TRACKERS = ("mlflow", "wandb", "trackio")  # monitor.report_to (src/trackers.py)
+SAVABLE_MODULES = ("embed_tokens", "lm_head")  # lora.modules_to_save: trained in full next to the adapter
 
 
 @dataclass
@@ -37,7 +40,7 @@ class ModelConfig:
         MISSING  # auto (flash_attention_2 on CUDA if installed, else sdpa) | sdpa | eager
     )
     trust_remote_code: bool = False
-    chat_template: str | None = None  # Jinja override of the tokenizer's chat template
+    chat_template: str | None = None  # override of the tokenizer's chat template: Jinja text or a .jinja file
     architecture: dict[str, Any] | None = None  # transformers config kwargs: random weights, and the planner
     random_seed: int = 0  # source=random: weight initialisation seed
 
@@ -49,7 +52,13 @@ class LoraConfigSchema:
     alpha: int | None = None  # null = 2 × r
     dropout: float = 0.05
     bias: str = "none"  # none | all | lora_only
-    target_modules: list[str] = field(default_factory=lambda: list(LLAMA_PROJECTIONS))
+    # the projections to adapt, or all-linear (PEFT: every Linear layer but the output head); Any because
+    # OmegaConf has no list-or-string type: validate() checks it
+    target_modules: Any = field(default_factory=lambda: list(LLAMA_PROJECTIONS))
+    use_dora: bool = False  # DoRA: a learned magnitude per output feature on top of LoRA's direction
+    use_rslora: bool = False  # rsLoRA: scale alpha/sqrt(r) instead of alpha/r (stable at high rank)
+    init: str = "default"  # default (PEFT's: Kaiming A, zero B) | gaussian | pissa | olora | loftq
+    modules_to_save: list[str] = field(default_factory=list)  # fully trained too: embed_tokens, lm_head
 
 
 @dataclass
@@ -74,9 +83,9 @@ class DataConfig:
     path: Any = None
     revision: str | None = None  # Hub dataset revision (branch, tag or commit), source=hub only
     builtin_examples: int | None = None  # source=builtin: examples to generate (train + eval)
-    format: str = MISSING  # auto | messages | prompt_completion | alpaca | text
+    format: str = MISSING  # auto | messages | sharegpt | prompt_completion | alpaca | text
     train_split: str = MISSING  # named training split (source=hub)
-    eval_split: str | None = None  # named split (hub) …
+    eval_split: str | None = None  # named split (hub, or a save_to_disk DatasetDict folder) …
     eval_path: Any = None  # … or separate local file(s), given like path …
     eval_fraction: float = MISSING  # … or a held-out fraction of train, split with split_seed
     split_seed: int = 42
@@ -130,6 +139,10 @@ class MonitorConfig:
     num_samples: int = 3  # how many eval prompts when sample_prompts is empty
     samples_every_evals: int = 2  # log generations at every Nth eval (0 = only before and after training)
     progress_bar: bool = True
+    report_to: list[str] = field(
+        default_factory=list
+    )  # extra trackers: mlflow, wandb, trackio (src/trackers.py)
+    experiment: str | None = None  # their experiment/group; null = the sweep's study name (or "sft-sweep")
 
 
 @dataclass
@@ -189,9 +202,10 @@ CHOICES = {
     "model.dtype": {"bfloat16", "float16", "float32", "auto"},
     "model.attn_implementation": {"auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3"},
     "lora.bias": {"none", "all", "lora_only"},
+    "lora.init": {"default", "gaussian", "pissa", "olora", "loftq"},
     "optim.lr_scheduler_type": {"cosine", "linear", "constant"},
     "data.source": {"builtin", "hub", "local"},
-    "data.format": {"auto", "messages", "prompt_completion", "alpaca", "text"},
+    "data.format": {"auto", "messages", "sharegpt", "prompt_completion", "alpaca", "text"},
     "data.task_metric": {"none", "exact_match", "json_exact_match"},
     "data.on_bad_example": {"fail", "skip"},
     "memory.bnb_4bit_quant_type": {"nf4", "fp4"},
@@ -232,8 +246,14 @@ def _get(cfg: Any, dotted: str) -> Any:
     return node
 
 
+def saved_dataset(path: Path) -> bool:
+    """A folder written by `datasets`' save_to_disk (a Dataset, or a DatasetDict of splits)."""
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
 def local_files(spec: Any) -> list[Path]:
-    """Expand paths and globs, given as a comma-separated string or a list; each must match a file."""
+    """Expand paths and globs, given as a comma-separated string or a list; each must match a file or a
+    save_to_disk folder."""
     parts = (
         str(spec).split(",") if isinstance(spec, str) else [str(p) for p in spec]
     )  # a list (or ListConfig)
@@ -246,9 +266,10 @@ def local_files(spec: Any) -> list[Path]:
                 f"(relative paths start from {Path.cwd()})."
             )
         for match in matches:
-            if Path(match).is_dir():
+            if Path(match).is_dir() and not saved_dataset(Path(match)):
                 raise ConfigError(
-                    f"data.path: '{match}' is a folder; give its files or a glob (e.g. '{match}/*.jsonl')."
+                    f"data.path: '{match}' is a folder but not one written by datasets' save_to_disk; give "
+                    f"its files or a glob (e.g. '{match}/*.jsonl')."
                 )
         files.extend(Path(m) for m in matches)
     return files
@@ -286,9 +307,30 @@ def validate(cfg: Any) -> None:
             positive("lora.alpha", lora.alpha, " (or null for 2 × r)")
         if not 0 <= lora.dropout < 1:
             raise ConfigError(f"lora.dropout={lora.dropout} must be in [0, 1).")
-        if not lora.target_modules:
+        targets = lora.target_modules
+        if targets != "all-linear" and not (
+            isinstance(targets, list | tuple) and all(isinstance(t, str) for t in targets)
+        ):
             raise ConfigError(
-                "lora.target_modules is empty; list the projections to adapt, e.g. [q_proj, v_proj]."
+                f"lora.target_modules={targets!r} must be a list of projection names or all-linear."
+            )
+        if not targets:
+            raise ConfigError(
+                "lora.target_modules is empty; list the projections to adapt, e.g. [q_proj, v_proj], or all-linear."
+            )
+        unknown = sorted(set(lora.modules_to_save) - set(SAVABLE_MODULES))
+        if unknown:
+            raise ConfigError(
+                f"lora.modules_to_save: {unknown} cannot be trained in full here; use {list(SAVABLE_MODULES)}."
+            )
+        if lora.init in {"pissa", "loftq"} and memory.load_in_4bit:
+            why = {
+                "pissa": "PiSSA initialises from the SVD of full-precision weights, which 4-bit weights are not",
+                "loftq": "LoftQ quantizes the full-precision base itself while it initialises the adapter",
+            }[lora.init]
+            raise ConfigError(
+                f"lora.init={lora.init} cannot work on 4-bit weights: {why}; load the base unquantized "
+                "(memory=bf16), or use lora.init=olora, which supports 4-bit weights."
             )
     elif memory.load_in_4bit:
         raise ConfigError(
@@ -322,6 +364,12 @@ def validate(cfg: Any) -> None:
     if not 0 < data.eval_fraction < 1 and not (data.eval_split or data.eval_path):
         raise ConfigError(
             f"data.eval_fraction={data.eval_fraction} must be in (0, 1), or set data.eval_split."
+        )
+    if (model.chat_template or "").endswith(".jinja") and not Path(
+        model.chat_template
+    ).expanduser().is_file():
+        raise ConfigError(
+            f"model.chat_template: no file {model.chat_template} (a .jinja value names a file)."
         )
     if data.source == "local":
         if not data.path:
@@ -359,6 +407,15 @@ def validate(cfg: Any) -> None:
     if cfg.eval.early_stopping_patience < 0:
         raise ConfigError("eval.early_stopping_patience must be ≥ 0 (0 disables early stopping).")
     positive("monitor.logging_steps", cfg.monitor.logging_steps)
+    for tracker in cfg.monitor.report_to:
+        if tracker not in TRACKERS:
+            raise ConfigError(
+                f"monitor.report_to: {tracker!r} is not one of {list(TRACKERS)} (TensorBoard is always on)."
+            )
+        if importlib.util.find_spec(tracker) is None:
+            raise ConfigError(
+                f"monitor.report_to=[{tracker}] needs the {tracker} package: pip install -e '.[{tracker}]'."
+            )
     if cfg.save.save_total_limit < 1:
         raise ConfigError("save.save_total_limit must be ≥ 1 (the best checkpoint must be kept).")
     optimizers = _optimizer_names()

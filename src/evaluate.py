@@ -7,17 +7,26 @@ from typing import Any
 
 import torch
 
+from src.data.formats import conversation_messages
+from src.data.tokenization import render
 
-def prompt_and_reference(conversation: list[dict[str, str]] | str) -> tuple[list[dict[str, str]], str] | None:
-    """Split a conversation into the prompt (everything before the last assistant turn) and that turn."""
-    if isinstance(conversation, str) or conversation[-1]["role"] != "assistant":
+
+def prompt_and_reference(conversation: list | dict | str) -> tuple[list | dict, str] | None:
+    """Split a conversation into the prompt (everything before the last assistant turn, with the tools it
+    declares) and that turn's text."""
+    if isinstance(conversation, str):
         return None
-    return conversation[:-1], conversation[-1]["content"]
+    messages = conversation_messages(conversation)
+    if messages[-1]["role"] != "assistant":
+        return None
+    if isinstance(conversation, dict):
+        return {**conversation, "messages": messages[:-1]}, messages[-1]["content"]
+    return messages[:-1], messages[-1]["content"]
 
 
 @torch.no_grad()
 def generate_replies(
-    model, tokenizer, prompts: list[list[dict[str, str]]], max_new_tokens: int, batch_size: int = 16
+    model, tokenizer, prompts: list[list | dict], max_new_tokens: int, batch_size: int = 16
 ) -> list[str]:
     """Greedy replies to chat prompts, rendered with the same chat template the training text used."""
     was_training = model.training
@@ -28,8 +37,7 @@ def generate_replies(
     try:
         for start in range(0, len(prompts), batch_size):
             texts = [
-                tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-                for p in prompts[start : start + batch_size]
+                render(tokenizer, p, add_generation_prompt=True) for p in prompts[start : start + batch_size]
             ]
             batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             batch = {k: v.to(model.device) for k, v in batch.items()}

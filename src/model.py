@@ -143,8 +143,11 @@ def load_tokenizer(cfg: ModelConfig, base: str) -> PreTrainedTokenizerBase:
     tokenizer = AutoTokenizer.from_pretrained(
         base, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
     )
-    if cfg.chat_template:
-        tokenizer.chat_template = cfg.chat_template
+    if cfg.chat_template:  # a Jinja template, or a .jinja file holding one
+        template = cfg.chat_template
+        if template.endswith(".jinja"):
+            template = Path(template).expanduser().read_text(encoding="utf-8")
+        tokenizer.chat_template = template
     if tokenizer.chat_template is None:
         raise ConfigError(
             f"model: {cfg.name} has no chat template; set model.chat_template to a Jinja template."
@@ -210,14 +213,20 @@ def attach_lora(model, lora: LoraConfigSchema, memory: MemoryConfig):
         )
     if not lora.enabled:
         return model
-    from peft import LoraConfig, get_peft_model
+    from peft import LoftQConfig, LoraConfig, get_peft_model
 
+    targets = lora.target_modules
     peft_config = LoraConfig(
         r=lora.r,
         lora_alpha=alpha_for(lora),
         lora_dropout=lora.dropout,
         bias=lora.bias,
-        target_modules=list(lora.target_modules),
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        use_dora=lora.use_dora,
+        use_rslora=lora.use_rslora,
+        init_lora_weights=True if lora.init == "default" else lora.init,
+        loftq_config=LoftQConfig(loftq_bits=4) if lora.init == "loftq" else {},
+        modules_to_save=list(lora.modules_to_save) or None,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, peft_config)

@@ -198,7 +198,10 @@ def test_schema_defaults_equal_train_yaml():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["data=jsonl", "data.path={tmp}"], "is a folder; give its files or a glob"),
+        (
+            ["data=jsonl", "data.path={tmp}"],
+            "is a folder but not one written by datasets' save_to_disk; give its files or a glob",
+        ),
         (["model=qwen2_5_1_5b", "model.name={tmp}/no-such-model"], "looks like a local path but is not"),
     ],
     ids=["data-path-is-a-folder", "local-model-folder-missing"],

@@ -338,7 +338,7 @@ BAD_CASES = {
     "unknown_role": (
         {"messages": [{"role": "robot", "content": "beep"}, {"role": "assistant", "content": "ok"}]},
         "unknown_role",
-        r"bad\.jsonl:3: unknown role 'robot'; use system, user or assistant",
+        r"bad\.jsonl:3: unknown role 'robot'; use system, user, assistant or tool",
     ),
     "role_the_template_rejects": (
         {"messages": [SYSTEM, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hey"}]},

@@ -47,10 +47,22 @@ def _source_fingerprint(cfg: DataConfig) -> Any:
     def digests(spec: str | None) -> list[list[str]]:
         if not spec:
             return []
-        return [[str(p.resolve()), hashlib.sha256(p.read_bytes()).hexdigest()] for p in local_files(spec)]
+        return [[str(p.resolve()), content_digest(p)] for p in local_files(spec)]
 
-    # by role: `path=a,b` (a random split of a + b) and `path=a eval_path=b` are different data
-    return ["local", {"train": digests(cfg.path), "eval": digests(cfg.eval_path)}]
+    # by role: `path=a,b` (a random split of a + b) and `path=a eval_path=b` are different data; the split
+    # names pick the splits of a save_to_disk DatasetDict folder
+    splits = [cfg.train_split, cfg.eval_split]
+    return ["local", {"train": digests(cfg.path), "eval": digests(cfg.eval_path), "splits": splits}]
+
+
+def content_digest(path: Path) -> str:
+    """sha256 of a file, or of every file (name and bytes) in a save_to_disk folder."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path)).encode() if path.is_dir() else b"")
+        digest.update(hashlib.sha256(file.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def hub_revision(path: str, revision: str | None) -> str | None:

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, load_dataset
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
 from src.builtin_data import BUILTIN
 from src.config import ConfigError, DataConfig, local_files
-from src.data.formats import ROW_JSON, BadExample, detect_format
+from src.data.formats import FORMAT_COLUMNS, ROW_JSON, BadExample, detect_format
 
 # Extra column every raw split carries: where each row came from ("file.jsonl:12", "… row 7"); local files
 # also carry the row itself as JSON (ROW_JSON, see src/data/formats.py).
@@ -62,21 +62,43 @@ def _read_jsonl(path: Path, on_bad_example: str, skipped: Counter) -> list[tuple
 
 
 def _read_json(path: Path, on_bad_example: str, skipped: Counter) -> list[tuple[str, Any]]:
-    """A JSON array of objects, or JSON Lines saved with a .json name (as `Dataset.to_json` writes them)."""
-    text = path.read_text(encoding="utf-8")
-    if not text.lstrip().startswith("["):
-        return _read_jsonl(path, on_bad_example, skipped)
+    """One JSON document (an array of rows, or an object holding one list of rows, pretty-printed or not),
+    or JSON Lines saved with a .json name (as `Dataset.to_json` writes them)."""
+    text = path.read_text(encoding="utf-8-sig")
     try:
-        rows = json.loads(text)
+        document = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ConfigError(f"{path}: malformed JSON ({error.msg} at line {error.lineno}).") from None
+        if text.lstrip().startswith("[") or not _first_line_parses(text):
+            raise ConfigError(f"{path}: malformed JSON ({error.msg} at line {error.lineno}).") from None
+        return _read_jsonl(path, on_bad_example, skipped)
+    if isinstance(document, dict) and not _looks_like_a_row(document):
+        lists = [key for key, value in document.items() if isinstance(value, list)]
+        if len(lists) != 1:
+            raise ConfigError(
+                f"{path}: a JSON object must hold exactly one list of rows (found lists under {lists or 'no key'})."
+            )
+        return [(f"{path} {lists[0]}[{index}]", row) for index, row in enumerate(document[lists[0]])]
+    rows = document if isinstance(document, list) else [document]
     return [(f"{path} row {index}", row) for index, row in enumerate(rows)]
+
+
+def _first_line_parses(text: str) -> bool:
+    try:
+        json.loads(text.lstrip().splitlines()[0])
+    except (json.JSONDecodeError, IndexError):
+        return False
+    return True
+
+
+def _looks_like_a_row(document: dict) -> bool:
+    """A single example (one JSON Lines row) rather than a container of rows: it has a format's columns."""
+    return any(columns <= set(document) for columns in FORMAT_COLUMNS.values())
 
 
 def _read_csv(path: Path) -> list[tuple[str, Any]]:
     """Every cell as text (no type guessing turns an answer "4" into a number); empty cells are missing."""
     rows = []
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding="utf-8-sig", newline="") as handle:  # -sig: Excel's UTF-8 starts with a BOM
         reader = csv.DictReader(handle)
         start = reader.line_num + 1
         for row in reader:
@@ -91,10 +113,38 @@ def _read_parquet(path: Path) -> list[tuple[str, Any]]:
     return [(f"{path} row {index}", row) for index, row in enumerate(table.to_list())]
 
 
-def _read_file(path: Path, on_bad_example: str, skipped: Counter) -> list[tuple[str, Any]]:
-    """Rows of one local file; an undecodable file is refused in one sentence."""
+def _read_saved(path: Path, split: str) -> list[tuple[str, Any]]:
+    """Rows of a save_to_disk folder: a Dataset, or one split of a DatasetDict."""
+    saved = load_from_disk(str(path))
+    label = str(path)
+    if isinstance(saved, DatasetDict):
+        if split not in saved:
+            raise ConfigError(
+                f"data.path: {path} holds the splits {sorted(saved)}, not '{split}'; set data.train_split "
+                "(or data.eval_split) to one of them."
+            )
+        saved, label = saved[split], f"{path}[{split}]"
+    return [(f"{label} row {index}", row) for index, row in enumerate(saved.to_list())]
+
+
+def saved_eval_split(cfg: DataConfig) -> str | None:
+    """The held-out split of a save_to_disk DatasetDict given alone as data.path: data.eval_split, else its
+    `test` or `validation` split; None when there is none (eval_fraction is held out instead)."""
+    paths = local_files(cfg.path)
+    if cfg.eval_path or len(paths) != 1 or not (paths[0] / "dataset_dict.json").is_file():
+        return None
+    splits = json.loads((paths[0] / "dataset_dict.json").read_text()).get("splits", [])
+    if cfg.eval_split:
+        return cfg.eval_split
+    return next((name for name in ("test", "validation") if name in splits), None)
+
+
+def _read_file(path: Path, on_bad_example: str, skipped: Counter, split: str) -> list[tuple[str, Any]]:
+    """Rows of one local file (or save_to_disk folder); an undecodable file is refused in one sentence."""
     suffix = path.suffix.lower()
     try:
+        if path.is_dir():
+            return _read_saved(path, split)
         if suffix == ".jsonl":
             return _read_jsonl(path, on_bad_example, skipped)
         if suffix == ".json":
@@ -116,11 +166,11 @@ def _read_file(path: Path, on_bad_example: str, skipped: Counter) -> list[tuple[
     raise ConfigError(f"data.path: {path} has an unsupported extension; use .jsonl, .json, .parquet or .csv.")
 
 
-def _load_local(spec: str, on_bad_example: str, skipped: Counter) -> tuple[Dataset, list[str]]:
+def _load_local(spec: str, on_bad_example: str, skipped: Counter, split: str) -> tuple[Dataset, list[str]]:
     """All files of a comma list/glob as one split, plus the union of their columns."""
     rows: list[tuple[str, Any]] = []
     for path in local_files(spec):
-        rows.extend(_read_file(path, on_bad_example, skipped))
+        rows.extend(_read_file(path, on_bad_example, skipped, split))
     records, columns = [], {}
     for where, row in rows:
         if not isinstance(row, dict):
@@ -161,10 +211,14 @@ def load_raw(cfg: DataConfig) -> RawData:
             eval_columns = list(eval_.column_names)
             eval_ = _with_origin(eval_, f"{cfg.path} {cfg.eval_split}")
     else:
-        train, train_columns = _load_local(cfg.path, cfg.on_bad_example, skipped)
+        train, train_columns = _load_local(cfg.path, cfg.on_bad_example, skipped, cfg.train_split)
         eval_, eval_columns = None, train_columns
-        if cfg.eval_path:
-            eval_, eval_columns = _load_local(cfg.eval_path, cfg.on_bad_example, skipped)
+        held_out = saved_eval_split(cfg)
+        if cfg.eval_path or held_out:
+            eval_spec, eval_split = (
+                (cfg.eval_path, cfg.eval_split or "test") if cfg.eval_path else (cfg.path, held_out)
+            )
+            eval_, eval_columns = _load_local(eval_spec, cfg.on_bad_example, skipped, eval_split)
     fmt = detect_format(train_columns, cfg.format)
     detect_format(eval_columns, fmt)
     if eval_ is None:

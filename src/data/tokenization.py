@@ -5,37 +5,62 @@ example that truncation would leave with nothing to learn."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 from datasets import Dataset
 from jinja2 import TemplateError
 
 from src.config import ConfigError, DataConfig
-from src.data.formats import BadExample, to_messages
+from src.data.formats import BadExample, conversation_messages, to_messages
 from src.data.loading import ORIGIN, handle_bad_example
 from src.data.report import length_stats, waste_figures
 
 IGNORE_INDEX = -100
 
 
-def render(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
-    """The conversation as the model's chat template writes it (text, not tokens)."""
+def render(tokenizer, conversation: list | dict, add_generation_prompt: bool = False) -> str:
+    """The conversation (with its tools, if it declares any) as the model's chat template writes it."""
+    tools = conversation.get("tools") if isinstance(conversation, dict) else None
     return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        conversation_messages(conversation),
+        tools=tools or None,
+        tokenize=False,
+        add_generation_prompt=add_generation_prompt,
     )
 
 
-def assistant_spans(tokenizer, messages: list[dict[str, str]], text: str) -> list[tuple[int, int]]:
+def check_renders_tools(tokenizer, conversation: list | dict, text: str) -> None:
+    """Refuse a chat template that silently drops tools or tool calls (SmolLM2's, for one): training on its
+    text would teach answers without the calls. Every tool's and called function's name must appear."""
+    tools = conversation.get("tools") or [] if isinstance(conversation, dict) else []
+    names = [t.get("function", t).get("name") for t in tools if isinstance(t, dict)]
+    for message in conversation_messages(conversation):
+        names += [call["function"]["name"] for call in message.get("tool_calls", [])]
+    missing = [name for name in names if isinstance(name, str) and name not in text]
+    if missing:
+        template = Path(getattr(tokenizer, "name_or_path", "") or "the tokenizer").name
+        raise ConfigError(
+            f"data: the chat template of {template} does not render tools or tool calls ({missing[0]!r} is "
+            "missing from its text); set model.chat_template to a template that renders them (the model's "
+            "own tool-calling template, e.g. Qwen 2.5's or Llama 3.1's)."
+        )
+
+
+def assistant_spans(tokenizer, conversation: list | dict, text: str) -> list[tuple[int, int]]:
     """Character spans of each assistant reply (content plus its end-of-turn token) inside `text`.
 
     Works for any template that renders conversations prefix-consistently (SmolLM2, Llama 3, Qwen 2.5 …),
     so it needs no `{% generation %}` markers: the reply is what the template adds between the prompt
     with a generation header and the conversation including that reply."""
     spans = []
+    messages = conversation_messages(conversation)
+    tools = {"tools": conversation["tools"]} if isinstance(conversation, dict) else {}
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        start = len(render(tokenizer, messages[:index], add_generation_prompt=True)) if index else 0
-        upto = render(tokenizer, messages[: index + 1])
+        before = {"messages": messages[:index], **tools}
+        start = len(render(tokenizer, before, add_generation_prompt=True)) if index else 0
+        upto = render(tokenizer, {"messages": messages[: index + 1], **tools})
         if not text.startswith(upto):
             raise ConfigError(
                 "data: this chat template does not render conversations prefix-consistently, so assistant "
@@ -46,13 +71,14 @@ def assistant_spans(tokenizer, messages: list[dict[str, str]], text: str) -> lis
     return spans
 
 
-def tokenize_example(tokenizer, example: list[dict[str, str]] | str, assistant_only_loss: bool) -> dict:
+def tokenize_example(tokenizer, example: list | dict | str, assistant_only_loss: bool) -> dict:
     """input_ids and labels (-100 where no loss is taken) for one conversation or plain text."""
     if isinstance(example, str):
         text = example + (tokenizer.eos_token or "")
         spans = [(0, len(text))]
     else:
         text = render(tokenizer, example)
+        check_renders_tools(tokenizer, example, text)
         spans = assistant_spans(tokenizer, example, text) if assistant_only_loss else [(0, len(text))]
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     input_ids = encoding["input_ids"]
