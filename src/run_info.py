@@ -56,6 +56,7 @@ def hparams(cfg) -> dict[str, Any]:
         "num_train_epochs": cfg.optim.num_train_epochs,
         "lora_r": cfg.lora.r if cfg.lora.enabled else 0,
         "lora_alpha": alpha_for(cfg.lora) if cfg.lora.enabled else 0,
+        "lora_variant": lora_variant(cfg.lora),
         "max_length": cfg.data.max_length,
         "packing": cfg.data.packing,
         "effective_batch": cfg.memory.per_device_train_batch_size
@@ -64,6 +65,17 @@ def hparams(cfg) -> dict[str, Any]:
         "load_in_4bit": cfg.memory.load_in_4bit,
         "seed": cfg.seed,
     }
+
+
+def lora_variant(lora) -> str:
+    """One HPARAMS column for the LoRA variant: "lora", or e.g. "dora+rslora+pissa" (none: full fine-tuning)."""
+    if not lora.enabled:
+        return "none"
+    parts = [name for name, on in (("dora", lora.use_dora), ("rslora", lora.use_rslora)) if on]
+    parts += [lora.init] if lora.init != "default" else []
+    parts += ["all-linear"] if lora.target_modules == "all-linear" else []
+    parts += [f"full:{m}" for m in lora.modules_to_save]
+    return "+".join(parts) or "lora"
 
 
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")

@@ -25,7 +25,16 @@ def meta_peft_counts(cfg) -> tuple[int, int]:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     base_total = sum(p.numel() for p in model.parameters())
-    lora = LoraConfig(r=cfg.lora.r, lora_alpha=2 * cfg.lora.r, target_modules=list(cfg.lora.target_modules))
+    targets = cfg.lora.target_modules
+    lora = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=2 * cfg.lora.r,
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        use_dora=cfg.lora.use_dora,
+        use_rslora=cfg.lora.use_rslora,
+        modules_to_save=list(cfg.lora.modules_to_save) or None,
+        task_type="CAUSAL_LM",
+    )
     trainable, _ = get_peft_model(model, lora).get_nb_trainable_parameters()
     return trainable, base_total
 
@@ -40,6 +49,24 @@ def test_planner_counts_match_peft_on_the_meta_device(model, lora):
     assert estimate["total_params"] == total
     if model in PUBLISHED:
         assert total == PUBLISHED[model]
+
+
+@pytest.mark.parametrize("model", ["tiny", "smollm2_135m", "llama3_1_8b"])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        ["lora.use_dora=true"],
+        ["lora.use_rslora=true"],
+        ["lora.target_modules=all-linear"],
+        ["lora.target_modules=[q_proj,v_proj]", "lora.use_dora=true"],
+        ["lora.modules_to_save=[lm_head]"],
+        ["lora.modules_to_save=[embed_tokens,lm_head]", "lora.use_dora=true"],
+    ],
+    ids=["dora", "rslora", "all-linear", "dora-qv", "lm_head", "embeddings-head-dora"],
+)
+def test_planner_counts_lora_variants_as_peft_does(model, variant):
+    cfg = typed([f"model={model}", *variant])
+    assert plan(cfg)["trainable_params"] == meta_peft_counts(cfg)[0]
 
 
 def test_memory_terms_follow_the_settings():

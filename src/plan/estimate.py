@@ -69,12 +69,20 @@ def count_parameters(shapes: Shapes) -> dict[str, int]:
     }
 
 
-def lora_parameters(shapes: Shapes, r: int, targets: list[str]) -> int:
+def lora_parameters(shapes: Shapes, lora) -> int:
+    """Trainable parameters of the adapter, counted as PEFT counts them (checked on the meta device):
+    r × (in + out) per adapted projection, plus DoRA's magnitude (one per output feature), plus full copies
+    of modules_to_save. all-linear adapts every projection (PEFT leaves the output head out)."""
     projections = shapes.projections()
+    targets = list(projections) if lora.target_modules == "all-linear" else list(lora.target_modules)
     unknown = set(targets) - set(projections)
     if unknown:
         raise ConfigError(f"lora.target_modules {sorted(unknown)} are not projections of this model.")
-    return shapes.layers * sum(r * (projections[t][0] + projections[t][1]) for t in targets)
+    per_layer = sum(lora.r * (projections[t][0] + projections[t][1]) for t in targets)
+    if lora.use_dora:
+        per_layer += sum(projections[t][1] for t in targets)
+    saved = shapes.vocab * shapes.hidden * len(set(lora.modules_to_save))  # embed_tokens, lm_head
+    return shapes.layers * per_layer + saved
 
 
 # TRL's fused LM head (what this project's trainer uses) scores tokens in tiles of at most 4096 tokens ×
@@ -138,7 +146,7 @@ def plan(cfg, micro_batch: int | None = None, on_cpu: bool = False) -> dict:
     counts = count_parameters(shapes)
     total = counts["linear"] + counts["other"]
     lora = cfg.lora
-    trainable = lora_parameters(shapes, lora.r, list(lora.target_modules)) if lora.enabled else total
+    trainable = lora_parameters(shapes, lora) if lora.enabled else total
     quantized = cfg.memory.load_in_4bit
     weight_bytes = BYTES[cfg.model.dtype]
     weights = counts["linear"] * NF4_BITS / 8 if quantized else counts["linear"] * weight_bytes
