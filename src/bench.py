@@ -213,7 +213,7 @@ def training_flops_per_token(cfg, checkpointing: bool) -> float:
     shapes = Shapes.from_architecture(dict(cfg.model.architecture))
     linear = count_parameters(shapes)["linear"]
     passes = 3 if checkpointing else 2
-    lora = 6 * lora_parameters(shapes, cfg.lora.r, list(cfg.lora.target_modules))  # the planner's count
+    lora = 6 * lora_parameters(shapes, cfg.lora)  # the planner's count
     head = 2 * 2 * shapes.hidden * shapes.vocab
     attention = shapes.layers * 2 * 2 * 2 * cfg.data.max_length / 2 * shapes.heads * shapes.head_dim
     return passes * 2 * linear + lora + head + attention

@@ -13,9 +13,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-import torch
-
-CHECKED_ON = {"torch": "2.13.0", "trl": "1.16.0"}
+CHECKED_ON = {"torch": "2.13.0", "trl": "1.16.0", "bitsandbytes": "0.50.2"}
 
 
 def cpu_has_native_bf16() -> bool:
@@ -23,6 +21,8 @@ def cpu_has_native_bf16() -> bool:
     matmuls: measured 1.2 GFLOP/s against 78 GFLOP/s in fp32 on a 2-core AVX2 EPYC (torch 2.13), so a QLoRA
     step with bf16 compute took 38 s instead of 9 s. torch has no public query; this private op (torch
     2.13.0) is what its own tests use."""
+    import torch  # imported here: the entrypoint installs the logging filter below before torch loads
+
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -43,7 +43,7 @@ def compact_lm_head_on_cpu() -> Iterator[None]:
 
     original = trl_utils._use_triton
 
-    def compact(device: torch.device) -> bool:
+    def compact(device) -> bool:
         return device.type == "cpu" or original(device)
 
     trl_utils._use_triton = compact
@@ -58,3 +58,24 @@ def use_collator(trainer: Any, collator: Any) -> None:
     at init when bfd packing (padding-free) is on, but its dataloaders use whatever `data_collator` holds
     afterwards; our collator keeps packed rows apart on sdpa/eager attention (src/data/collator.py)."""
     trainer.data_collator = collator
+
+
+BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
+BNB_KERNELS_WARNING = "Failed to load CPU gemm_4bit_forward from kernels-community"
+
+
+def _not_the_kernels_warning(record) -> bool:
+    return BNB_KERNELS_WARNING not in record.getMessage()
+
+
+def silence_bnb_kernels_warning() -> None:
+    """bitsandbytes 0.50.2 warns, when imported on a CPU with AVX512-BF16, that it could not fetch an optional
+    kernel from the Hugging Face Hub (`pip install kernels`). The fallback it then uses is the one our
+    measurements were made with, and installing `kernels` would still need the Hub: the user can do nothing
+    about the warning, so it is dropped. A logging filter, installed before bitsandbytes is imported; process
+    wide (bitsandbytes logs it once, at import)."""
+    import logging
+
+    logger = logging.getLogger(BNB_CPU_LOGGER)
+    if _not_the_kernels_warning not in logger.filters:
+        logger.addFilter(_not_the_kernels_warning)

@@ -21,6 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from src.errors import ConfigError
 from src.redact import redact
 
+METRICS_LOGGER = "src.metrics"  # src/console.py logs every logging step's metrics there
+
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's own job-log format
 
 # Settings a resumed run may change: where and how much it reports, what it saves at the end, how far it
@@ -111,6 +113,8 @@ def job_log(run_dir: Path) -> Iterator[None]:
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
     root.addHandler(handler)
+    metrics = logging.getLogger(METRICS_LOGGER)  # each logging step's metrics: in train.log, not the console
+    metrics.addHandler(handler)
     try:
         yield
     except BaseException as error:
@@ -120,4 +124,5 @@ def job_log(run_dir: Path) -> Iterator[None]:
         raise
     finally:
         root.removeHandler(handler)
+        metrics.removeHandler(handler)
         handler.close()

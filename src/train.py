@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from src import distributed
 from src.config import TrainConfig, register_configs, trains_on_cpu, validate
 from src.errors import failure_policy
+from src.patches import silence_bnb_kernels_warning
 from src.plan.checkpointing import resolve_checkpointing
 from src.redact import install_log_redaction
 from src.run_record import check_resume, job_log, write_record
@@ -89,6 +90,7 @@ def run_cli() -> None:
     importing this module registers, patches and installs nothing."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     install_log_redaction()  # no token or database password reaches a log, the sweeper's launch lines included
+    silence_bnb_kernels_warning()  # src/patches.py: a warning the user can do nothing about
     register_configs()  # the typed schemas conf/ is validated against
     sys.argv = distributed.launcher_argv(sys.argv)
     main()

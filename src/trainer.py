@@ -10,10 +10,13 @@ import torch
 from transformers import EarlyStoppingCallback
 from trl import SFTConfig, SFTTrainer
 
+from src import trackers
 from src.config import trains_on_cpu
+from src.console import use_console
 from src.data.collator import PackedRowsCollator
 from src.model import resolve_attention, torch_dtype
 from src.patches import use_collator
+from src.run_info import hparams
 
 # Our schedule names → transformers scheduler types. Cosine decays to eta_min × peak, after warmup.
 SCHEDULERS = {"cosine": "cosine_with_min_lr", "linear": "linear", "constant": "constant_with_warmup"}
@@ -73,7 +76,7 @@ def training_arguments(cfg, output_dir: Path) -> SFTConfig:
         # logging: TensorBoard is wired explicitly (one writer per run, shared with our callbacks)
         logging_steps=cfg.monitor.logging_steps,
         logging_first_step=True,
-        report_to="none",
+        **trackers.configure(cfg, output_dir.parent),  # monitor.report_to: MLflow, W&B, Trackio (or "none")
         disable_tqdm=not cfg.monitor.progress_bar,
         # data-parallel (accelerate launch/torchrun): every trainable (LoRA) weight gets a gradient each step,
         # so DDP need not search the graph for unused ones
@@ -94,6 +97,8 @@ def build_trainer(cfg, model, tokenizer, data, output_dir: Path, callbacks: list
                 early_stopping_threshold=cfg.eval.early_stopping_threshold,
             ),
         ]
+    if cfg.monitor.report_to:
+        callbacks = [*callbacks, trackers.TrackerParams(hparams(cfg), list(cfg.monitor.report_to))]
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -102,6 +107,7 @@ def build_trainer(cfg, model, tokenizer, data, output_dir: Path, callbacks: list
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    use_console(trainer)  # src/console.py: one bar and one line per eval instead of a dict per step
     # On sdpa/eager, keep packed rows apart (see PackedRowsCollator). Flash attention keeps TRL's flattened
     # padding-free batches: its varlen kernels isolate examples via cu_seq_lens at no quadratic mask cost.
     if cfg.data.packing and not resolve_attention(cfg.model.attn_implementation).startswith("flash"):

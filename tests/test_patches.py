@@ -43,3 +43,30 @@ def test_sft_trainer_still_refuses_a_collator_at_init_with_padding_free_packing(
 def test_the_private_bf16_query_still_exists():
     assert hasattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported")
     assert isinstance(cpu_has_native_bf16(), bool)
+
+
+def test_bitsandbytes_still_logs_the_kernels_warning_we_silence():
+    """The warning and its logger are where the filter looks (bitsandbytes 0.50.2); a change fails here."""
+    import importlib.util
+    from pathlib import Path
+
+    from src.patches import BNB_CPU_LOGGER, BNB_KERNELS_WARNING
+
+    spec = importlib.util.find_spec(BNB_CPU_LOGGER)
+    source = Path(spec.origin).read_text()
+    assert BNB_KERNELS_WARNING in source and "logger = logging.getLogger(__name__)" in source
+
+
+def test_the_kernels_warning_is_dropped_and_other_warnings_kept(caplog):
+    import logging
+
+    from src.patches import BNB_CPU_LOGGER, BNB_KERNELS_WARNING, silence_bnb_kernels_warning
+
+    silence_bnb_kernels_warning()
+    silence_bnb_kernels_warning()  # idempotent: one filter
+    logger = logging.getLogger(BNB_CPU_LOGGER)
+    assert len(logger.filters) == 1
+    with caplog.at_level(logging.WARNING, logger=BNB_CPU_LOGGER):
+        logger.warning("%s: %s. Please make sure you already `pip install kernels`", BNB_KERNELS_WARNING, "x")
+        logger.warning("something else")
+    assert [r.getMessage() for r in caplog.records] == ["something else"]

@@ -1,0 +1,87 @@
+"""What a run shows on the console while it trains: one progress bar with the loss and learning rate in its
+postfix (tqdm adds the ETA), and one readable line per evaluation. transformers' ProgressCallback prints the
+whole metrics dict at every logging step instead (and PrinterCallback, used without a bar, prints it too).
+Every metric still reaches TensorBoard, and each step's line reaches train.log through METRICS."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
+
+from src.run_record import METRICS_LOGGER
+
+log = logging.getLogger(__name__)
+# each logging step's metrics, for train.log only (src/run_record.py attaches the file to it)
+METRICS = logging.getLogger(METRICS_LOGGER)
+METRICS.propagate = False
+METRICS.setLevel(logging.INFO)
+
+
+def eval_line(state, logs: dict, started: float) -> str:
+    """`step 30/120 (25%) | eval loss 0.5321 (best 0.5210 at step 15) | 2m 10s`."""
+    best = state.best_metric
+    best_text = f" (best {best:.4f} at step {state.best_global_step})" if best is not None else ""
+    minutes, seconds = divmod(int(time.monotonic() - started), 60)
+    share = state.global_step / state.max_steps if state.max_steps else 0
+    return (
+        f"step {state.global_step}/{state.max_steps} ({share:.0%}) | eval loss {logs['eval_loss']:.4f}"
+        f"{best_text} | {minutes}m {seconds:02d}s"
+    )
+
+
+class ConsoleProgress(ProgressCallback):
+    """One bar per run: loss and learning rate in its postfix, one line per evaluation above it."""
+
+    def __init__(self):
+        super().__init__()
+        self.started = time.monotonic()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
+        super().on_train_begin(args, state, control, **kwargs)
+        if self.training_bar is not None:
+            self.training_bar.set_description("training")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        METRICS.info("step %d %s", state.global_step, json.dumps(logs, default=str))
+        if "eval_loss" in logs:
+            line = eval_line(state, logs, self.started)
+            if self.training_bar is not None:
+                self.training_bar.write(line)
+            else:
+                log.info(line)
+        elif "loss" in logs and self.training_bar is not None:
+            postfix = {"loss": f"{logs['loss']:.4f}"}
+            if "learning_rate" in logs:
+                postfix["lr"] = f"{logs['learning_rate']:.2e}"
+            self.training_bar.set_postfix(postfix, refresh=False)
+
+
+class QuietPrinter(TrainerCallback):
+    """Without a bar (monitor.progress_bar=false): the evaluation lines only, through logging."""
+
+    def __init__(self):
+        self.started = time.monotonic()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        METRICS.info("step %d %s", state.global_step, json.dumps(logs, default=str))
+        if "eval_loss" in logs:
+            log.info(eval_line(state, logs, self.started))
+
+
+def use_console(trainer) -> None:
+    """Swap transformers' printing callbacks for ours (whichever of the two the trainer installed)."""
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(ConsoleProgress())
+    elif trainer.pop_callback(PrinterCallback) is not None:
+        trainer.add_callback(QuietPrinter())
