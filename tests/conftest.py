@@ -34,10 +34,18 @@ TINY = [
 ]
 
 
-def run_module(module: str, *args: str, timeout: int = 600, env: dict | None = None, cwd: Path = ROOT):
+def run_module(
+    module: str,
+    *args: str,
+    timeout: int = 600,
+    env: dict | None = None,
+    cwd: Path = ROOT,
+    input_text: str | None = None,
+):
     """`python -m <module> <args>` in a subprocess, as a user would start it; output captured as text."""
     return subprocess.run(
         [sys.executable, "-m", module, *args],
+        input=input_text,
         cwd=cwd,
         env=None if env is None else {**os.environ, **env},
         capture_output=True,

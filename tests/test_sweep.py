@@ -340,3 +340,82 @@ def test_an_unquoted_comma_list_inside_a_sweep_is_refused_and_a_list_works(tmp_p
 
     listed = OmegaConf.to_object(compose_config(["data=jsonl", f"data.path=[{a},{b}]"])).data
     assert local_files(listed.path) == [a, b]  # a list is one value: both files, every trial
+
+
+def test_an_enqueued_trial_the_space_cannot_produce_is_refused_before_any_trial(tmp_path):
+    """Optuna kept an out-of-range enqueued value as given, and raised mid-sweep on an unknown choice."""
+    for enqueued, message in [
+        ("[{lora.r:12}]", "lora.r=12 is outside its search space"),
+        ("[{optim.learning_rate:5e-2}]", "optim.learning_rate=0.05 is outside its search space"),
+        ("[{optim.weight_decay:0.1}]", "optim.weight_decay is not searched"),
+    ]:
+        result = subprocess.run(
+            sweep_command(tmp_path, f"hydra.sweeper.enqueue_trials={enqueued}"),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        output = result.stdout + result.stderr
+        assert result.returncode == 2 and "Traceback" not in output, output[-3000:]
+        assert (
+            "hydra.sweeper.enqueue_trials[0] cannot be a trial of this sweep" in output and message in output
+        )
+        assert load(tmp_path).trials == []  # refused before any trial was created
+
+
+def test_a_trial_whose_values_cannot_be_sampled_is_failed_and_the_sweep_goes_on(tmp_path):
+    """A trial queued into the study from outside (Optuna's API, a dashboard) with a value the space cannot
+    produce used to crash the sweeper with a traceback and stay RUNNING forever."""
+    run_sweep(tmp_path, "hydra.sweeper.n_trials=1")
+    load(tmp_path).enqueue_trial({"lora.r": 12})
+    output = run_sweep(tmp_path, "hydra.sweeper.n_trials=2")
+    trials = load(tmp_path).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE], output
+    assert trials[1].user_attrs["fail_reason"].startswith("its parameters could not be sampled: ValueError")
+    assert "Traceback" not in output
+
+
+def test_the_dashboard_serves_the_sweeps_trials_over_http(sweep_dir):
+    """`python -m sweep.dashboard` starts the real optuna-dashboard server on the sweep's storage; its HTTP
+    API lists the same trials, states and values as the study."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sweep.dashboard", str(sweep_dir), "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def get(path: str) -> dict:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+                return json.loads(response.read())
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                studies = get("/api/studies")["study_summaries"]
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()
+                time.sleep(0.5)
+        assert [s["study_name"] for s in studies] == ["tiny_cpu"]
+        served = get(f"/api/studies/{studies[0]['study_id']}?after=0")["trials"]
+        study = load(sweep_dir)
+        assert [(t["number"], t["state"]) for t in served] == [
+            (t.number, t.state.name.capitalize()) for t in study.trials
+        ]
+        for shown, trial in zip(served, study.trials):
+            if trial.state == TrialState.COMPLETE:
+                assert shown["values"] == pytest.approx(trial.values)
+                assert {p["name"] for p in shown["params"]} == set(trial.params)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
