@@ -318,6 +318,12 @@ def validate(cfg: Any) -> None:
             raise ConfigError(
                 "lora.target_modules is empty; list the projections to adapt, e.g. [q_proj, v_proj], or all-linear."
             )
+        known = (model.architecture or {}).get("model_type") in ("llama", "qwen2")  # their projection names
+        if known and targets != "all-linear" and set(targets) - set(LLAMA_PROJECTIONS):
+            raise ConfigError(
+                f"lora.target_modules: {sorted(set(targets) - set(LLAMA_PROJECTIONS))} are not projections of "
+                f"{model.name}; choose from {LLAMA_PROJECTIONS} or all-linear."
+            )
         unknown = sorted(set(lora.modules_to_save) - set(SAVABLE_MODULES))
         if unknown:
             raise ConfigError(

@@ -229,7 +229,12 @@ def attach_lora(model, lora: LoraConfigSchema, memory: MemoryConfig):
         modules_to_save=list(lora.modules_to_save) or None,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, peft_config)
+    try:
+        return get_peft_model(model, peft_config)
+    except ValueError as error:  # PEFT: target modules not found (a model the config could not check ahead)
+        if "not found in the base model" not in str(error):
+            raise
+        raise ConfigError(f"lora.target_modules={targets!r}: {error}") from None
 
 
 def count_parameters(model) -> tuple[int, int]:

@@ -45,7 +45,7 @@ from src.redact import redact
 from sweep.launch import JobLost, launch_trials
 from sweep.liveness import WORKER, describe_worker, fail_stale_trials, heartbeats, worker_identity
 from sweep.places import finished_trials, free_places, runnable_trials
-from sweep.space import cannot_produce, grid_choices, search_space
+from sweep.space import cannot_produce, grid_choices, outside_interval, search_space
 from sweep.study import (
     FAIL_REASON,
     OPTUNA_TARGETS,
@@ -191,6 +191,12 @@ class SFTOptunaSweeper(OptunaSweeper):
                     why,
                 )
                 sys.exit(2)
+            for value in outside_interval(dict(params), space):
+                log.warning(
+                    "hydra.sweeper.enqueue_trials[%d] sets %s, outside its search space: run as given",
+                    i,
+                    value,
+                )
         fail_stale_trials(study)
         self._enqueue_new(study)
         done = finished_trials(study)

@@ -27,15 +27,27 @@ def grid_choices(space: dict[str, BaseDistribution]) -> dict[str, list]:
 
 
 def cannot_produce(params: dict[str, Any], space: dict[str, BaseDistribution]) -> str | None:
-    """Why the search space cannot produce `params` (an enqueued trial): a key it does not search, or a value
-    outside its distribution; None when it can. Optuna would keep an out-of-range number as given and raise
-    mid-trial on an unknown choice, leaving the trial RUNNING."""
+    """Why the search space cannot produce `params` (an enqueued trial): a key it does not search (Optuna
+    would silently ignore it), or a value that is not one of a choice's values (Optuna raises mid-trial and
+    the trial stayed RUNNING); None when it can. A number outside an interval is not refused: Optuna runs it
+    as given (e.g. a known-bad configuration on purpose), see `outside_interval`."""
     for name, value in params.items():
         if name not in space:
             return f"{name} is not searched (searched: {', '.join(sorted(space))})"
-        if not _within(value, space[name]):
-            return f"{name}={value!r} is outside its search space {space[name]}"
+        if isinstance(space[name], CategoricalDistribution) and not _within(value, space[name]):
+            return f"{name}={value!r} is not one of its choices {list(space[name].choices)}"
     return None
+
+
+def outside_interval(params: dict[str, Any], space: dict[str, BaseDistribution]) -> list[str]:
+    """The enqueued numbers outside their interval (run as given, with a warning)."""
+    return [
+        f"{name}={value!r}"
+        for name, value in params.items()
+        if name in space
+        and not isinstance(space[name], CategoricalDistribution)
+        and not _within(value, space[name])
+    ]
 
 
 def _within(value: Any, distribution: BaseDistribution) -> bool:

@@ -22,7 +22,13 @@ def test_bench_runs_all_variants_on_the_tiny_model(tmp_path):
     result = run_module("src.bench", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert [r["variant"] for r in report["results"]] == ["ours", "trl_script", "padding", "bare", "bare_no_ckpt"]
+    assert [r["variant"] for r in report["results"]] == [
+        "ours",
+        "trl_script",
+        "padding",
+        "bare",
+        "bare_no_ckpt",
+    ]
     # memory=bf16 checkpoints; ours lets the planner decide (auto: a tiny model's activations fit → off)
     assert [r["gradient_checkpointing"] for r in report["results"]] == [False, True, True, True, False]
     ours = report["results"][0]
