@@ -20,16 +20,28 @@ METRICS.propagate = False
 METRICS.setLevel(logging.INFO)
 
 
-def eval_line(state, logs: dict, started: float) -> str:
-    """`step 30/120 (25%) | eval loss 0.5321 (best 0.5210 at step 15) | 2m 10s`."""
-    best = state.best_metric
-    best_text = f" (best {best:.4f} at step {state.best_global_step})" if best is not None else ""
-    minutes, seconds = divmod(int(time.monotonic() - started), 60)
-    share = state.global_step / state.max_steps if state.max_steps else 0
-    return (
-        f"step {state.global_step}/{state.max_steps} ({share:.0%}) | eval loss {logs['eval_loss']:.4f}"
-        f"{best_text} | {minutes}m {seconds:02d}s"
-    )
+class EvalLines:
+    """`step 30/120 (25%) | eval loss 0.5321 (best 0.5210 at step 15) | 2m 10s`, the best including this
+    eval (the Trainer updates its own best only after logging) and any best a resumed run starts from."""
+
+    def __init__(self):
+        self.started, self.best = time.monotonic(), None
+
+    def start(self, state) -> None:
+        self.started = time.monotonic()
+        self.best = (state.best_metric, state.best_global_step) if state.best_metric is not None else None
+
+    def line(self, state, loss: float) -> str:
+        previous = self.best
+        if previous is None or loss < previous[0]:
+            self.best = (loss, state.global_step)
+        best = f" (best {previous[0]:.4f} at step {previous[1]})" if previous and previous[0] <= loss else ""
+        minutes, seconds = divmod(int(time.monotonic() - self.started), 60)
+        share = state.global_step / state.max_steps if state.max_steps else 0
+        return (
+            f"step {state.global_step}/{state.max_steps} ({share:.0%}) | eval loss {loss:.4f}{best} | "
+            f"{minutes}m {seconds:02d}s"
+        )
 
 
 class ConsoleProgress(ProgressCallback):
@@ -37,24 +49,23 @@ class ConsoleProgress(ProgressCallback):
 
     def __init__(self):
         super().__init__()
-        self.started = time.monotonic()
+        self.lines = EvalLines()
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.started = time.monotonic()
+        self.lines.start(state)
         super().on_train_begin(args, state, control, **kwargs)
         if self.training_bar is not None:
             self.training_bar.set_description("training")
 
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        """No second bar for evaluations: their result is the line written when they end."""
+
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
+        if not state.is_world_process_zero or not logs or self.training_bar is None:
+            return  # the baseline's evaluate() before training is reported by the run itself
         METRICS.info("step %d %s", state.global_step, json.dumps(logs, default=str))
         if "eval_loss" in logs:
-            line = eval_line(state, logs, self.started)
-            if self.training_bar is not None:
-                self.training_bar.write(line)
-            else:
-                log.info(line)
+            self.training_bar.write(self.lines.line(state, logs["eval_loss"]))
         elif "loss" in logs and self.training_bar is not None:
             postfix = {"loss": f"{logs['loss']:.4f}"}
             if "learning_rate" in logs:
@@ -66,17 +77,21 @@ class QuietPrinter(TrainerCallback):
     """Without a bar (monitor.progress_bar=false): the evaluation lines only, through logging."""
 
     def __init__(self):
-        self.started = time.monotonic()
+        self.lines, self.training = EvalLines(), False
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.started = time.monotonic()
+        self.lines.start(state)
+        self.training = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.training = False
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
+        if not state.is_world_process_zero or not logs or not self.training:
             return
         METRICS.info("step %d %s", state.global_step, json.dumps(logs, default=str))
         if "eval_loss" in logs:
-            log.info(eval_line(state, logs, self.started))
+            log.info(self.lines.line(state, logs["eval_loss"]))
 
 
 def use_console(trainer) -> None:

@@ -13,7 +13,13 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-CHECKED_ON = {"torch": "2.13.0", "trl": "1.16.0", "bitsandbytes": "0.50.2"}
+CHECKED_ON = {
+    "torch": "2.13.0",
+    "trl": "1.16.0",
+    "bitsandbytes": "0.50.2",
+    "peft": "0.21.2",
+    "transformers": "5.23.0",
+}
 
 
 def cpu_has_native_bf16() -> bool:
@@ -68,14 +74,21 @@ def _not_the_kernels_warning(record) -> bool:
     return BNB_KERNELS_WARNING not in record.getMessage()
 
 
-def silence_bnb_kernels_warning() -> None:
+PEFT_DEPRECATED_READ = "`is_gradient_checkpointing` is deprecated"
+
+
+def silence_library_warnings() -> None:
     """bitsandbytes 0.50.2 warns, when imported on a CPU with AVX512-BF16, that it could not fetch an optional
     kernel from the Hugging Face Hub (`pip install kernels`). The fallback it then uses is the one our
     measurements were made with, and installing `kernels` would still need the Hub: the user can do nothing
     about the warning, so it is dropped. A logging filter, installed before bitsandbytes is imported; process
     wide (bitsandbytes logs it once, at import)."""
     import logging
+    import warnings
 
     logger = logging.getLogger(BNB_CPU_LOGGER)
     if _not_the_kernels_warning not in logger.filters:
         logger.addFilter(_not_the_kernels_warning)
+    # peft 0.21.2 (PeftModel.__init__) reads transformers 5.23's deprecated `is_gradient_checkpointing`, which
+    # warns once per process: the user's code does not read it, so the warning only adds noise
+    warnings.filterwarnings("ignore", message=PEFT_DEPRECATED_READ, category=FutureWarning)

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from src import distributed
 from src.config import TrainConfig, register_configs, trains_on_cpu, validate
 from src.errors import failure_policy
-from src.patches import silence_bnb_kernels_warning
+from src.patches import silence_library_warnings
 from src.plan.checkpointing import resolve_checkpointing
 from src.redact import install_log_redaction
 from src.run_record import check_resume, job_log, write_record
@@ -89,8 +89,11 @@ def run_cli() -> None:
     """`python -m src.train`: the process-wide settings a run needs, then Hydra. Kept out of import time, so
     importing this module registers, patches and installs nothing."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # one progress bar per run (src/console.py): not one per datasets map/filter/save of the data stage and
+    # TRL's preparation (the data report says what they did); export it as 0 to see them again
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     install_log_redaction()  # no token or database password reaches a log, the sweeper's launch lines included
-    silence_bnb_kernels_warning()  # src/patches.py: a warning the user can do nothing about
+    silence_library_warnings()  # src/patches.py: warnings the user can do nothing about
     register_configs()  # the typed schemas conf/ is validated against
     sys.argv = distributed.launcher_argv(sys.argv)
     main()

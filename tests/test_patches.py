@@ -60,13 +60,25 @@ def test_bitsandbytes_still_logs_the_kernels_warning_we_silence():
 def test_the_kernels_warning_is_dropped_and_other_warnings_kept(caplog):
     import logging
 
-    from src.patches import BNB_CPU_LOGGER, BNB_KERNELS_WARNING, silence_bnb_kernels_warning
+    from src.patches import BNB_CPU_LOGGER, BNB_KERNELS_WARNING, silence_library_warnings
 
-    silence_bnb_kernels_warning()
-    silence_bnb_kernels_warning()  # idempotent: one filter
+    silence_library_warnings()
+    silence_library_warnings()  # idempotent: one filter
     logger = logging.getLogger(BNB_CPU_LOGGER)
     assert len(logger.filters) == 1
     with caplog.at_level(logging.WARNING, logger=BNB_CPU_LOGGER):
         logger.warning("%s: %s. Please make sure you already `pip install kernels`", BNB_KERNELS_WARNING, "x")
         logger.warning("something else")
     assert [r.getMessage() for r in caplog.records] == ["something else"]
+
+
+def test_peft_still_reads_the_deprecated_property_whose_warning_we_drop():
+    import inspect
+
+    import peft.peft_model
+    import transformers.modeling_utils
+
+    from src.patches import PEFT_DEPRECATED_READ
+
+    assert 'getattr(model, "is_gradient_checkpointing"' in inspect.getsource(peft.peft_model)
+    assert PEFT_DEPRECATED_READ in inspect.getsource(transformers.modeling_utils)

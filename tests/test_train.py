@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,31 @@ def test_diverging_run_stops_with_one_clear_message(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "diverged" and metrics["global_step"] < 20
     assert not (run_dir / "adapter").exists()
+
+
+def test_console_shows_one_line_per_eval_and_train_log_keeps_every_step(cli_run):
+    run_dir, output = cli_run
+    assert "{'loss'" not in output and "'grad_norm'" not in output  # no metrics dict per step
+    evals = json.loads((run_dir / "metrics.json").read_text())["eval_history"]
+    first, second = (e["eval_loss"] for e in evals)
+    assert f"step 3/6 (50%) | eval loss {first:.4f} | 0m " in output
+    # the best so far is named only when this eval did not improve on it
+    best = f" (best {first:.4f} at step 3)" if first <= second else ""
+    assert f"step 6/6 (100%) | eval loss {second:.4f}{best} | 0m " in output
+    assert "step 0/0" not in output  # the baseline's eval is reported once, as "eval loss before training"
+    steps = [line for line in (run_dir / "train.log").read_text().splitlines() if "[src.metrics]" in line]
+    assert len(steps) >= 6 + 2  # every logging step and every eval, with all their metrics
+    assert '"grad_norm"' in steps[0] and '"eval_loss"' in "".join(steps)
+
+
+def test_the_progress_bar_carries_loss_and_learning_rate(tmp_path):
+    overrides = [*TINY, "optim.max_steps=4", "eval.steps=2", "monitor.progress_bar=true"]
+    result = run_module(
+        "src.train", *overrides, f"hydra.run.dir={tmp_path}", env={"SFT_CACHE_DIR": str(CACHE)}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    bars = result.stderr.replace("\r", "\n")
+    assert re.search(r"training: 100%\|.*\| 4/4 .*loss=\d+\.\d{4}, lr=\d\.\d\de-0\d\]", bars), bars[-2000:]
+    assert "Packing train dataset" not in bars and "Counting packed rows" not in bars  # one bar per run
+    assert re.search(r"step 4/4 \(100%\) \| eval loss", bars + result.stdout)
+    assert "kernels" not in result.stderr and "is deprecated" not in result.stderr
