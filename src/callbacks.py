@@ -12,6 +12,7 @@ from transformers import TrainerCallback
 from src.data.formats import conversation_messages
 from src.evaluate import generate_replies
 from src.memory import peak_memory_gb
+from src.run_record import METRICS_LOGGER
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,13 @@ class ThroughputCallback(TrainerCallback):
 
 
 def log_samples(writer, samples: list[dict[str, str]], tag: str, step: int) -> None:
-    """Print generated samples and write them to TensorBoard as one markdown text entry."""
+    """Log generated samples and write them to TensorBoard as one markdown text entry. Those before and after
+    training go to the console too; those during training only to train.log (the console keeps one line per
+    eval, src/console.py)."""
+    logger = logging.getLogger(METRICS_LOGGER) if tag == "during_training" else log
     blocks = []
     for i, sample in enumerate(samples):
-        log.info("[%s] prompt %d: %r\n    -> %r", tag, i, sample["prompt"][-200:], sample["prediction"])
+        logger.info("[%s] prompt %d: %r\n    -> %r", tag, i, sample["prompt"][-200:], sample["prediction"])
         reference = f"\n\n**reference:** `{sample['reference']}`" if sample.get("reference") else ""
         blocks.append(f"**prompt:** {sample['prompt']}\n\n**output:** `{sample['prediction']}`{reference}")
     if writer is not None and blocks:

@@ -103,14 +103,17 @@ def own_folder_removed_if_unused(own_dir: Path) -> Iterator[list[Path]]:
 
 @contextlib.contextmanager
 def main_process_first() -> Iterator[None]:
-    """Caches (converted weights, tokenized data) are written by the main process; the others wait, then
-    read them."""
+    """Caches (converted weights, tokenized data) are written by each node's main process while the other
+    processes of that node wait, then read them: paths.cache_dir may be node-local (a local disk per
+    machine), so every node prepares its own, all nodes at once. Where it is shared, the nodes' main
+    processes meet at the cache's file lock (src/data/cache.py) or its atomic rename (src/atomic.py), and one
+    of them writes it."""
     if world_size() <= 1:
         yield
         return
     from accelerate import PartialState
 
-    with PartialState().main_process_first():
+    with PartialState().local_main_process_first():
         yield
 
 
