@@ -34,6 +34,16 @@ TINY = [
 ]
 
 
+# The longest test files, scheduled first: `make test` runs one file per pytest-xdist worker, so a long file
+# started last would leave the other worker idle at the end.
+LONGEST_FIRST = ("test_default_model.py", "test_sweep.py", "test_cli_property.py", "test_sweep_workers.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 def run_module(
     module: str,
     *args: str,

@@ -22,7 +22,7 @@ def smollm_run(tmp_path_factory):
         "data.builtin_examples=40",
         "eval.task_examples=4",
         "eval.max_new_tokens=24",
-        "monitor.samples_every_evals=0",
+        "monitor.num_samples=0",  # no sample generations: the task metric already generates
         "monitor.progress_bar=false",
         "save.merge=true",
         f"hydra.run.dir={run_dir}",

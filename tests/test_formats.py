@@ -239,12 +239,14 @@ def test_a_json_object_with_several_lists_is_refused(tokenizer, tmp_path):
         prepare_data(data_config(path), tokenizer, tmp_path / "cache")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "kind", ["sharegpt", "openai_tools", "sharegpt_tools", "save_to_disk", "json_object", "csv_bom"]
 )
-def test_each_format_trains_the_tiny_model_from_the_command_line(tmp_path, kind):
-    from tests.conftest import run_module
+def test_each_format_trains_the_tiny_model(tmp_path, kind):
+    """Two optimizer steps and two evals of the tiny model through the run's own stages, from a file this
+    test writes (the command line itself is exercised by tests/test_cli_property.py and test_train.py)."""
+    from src import stages
+    from src.config import validate
 
     extra = []
     if kind in ("sharegpt", "openai_tools", "sharegpt_tools"):
@@ -265,16 +267,15 @@ def test_each_format_trains_the_tiny_model_from_the_command_line(tmp_path, kind)
         )
     elif kind == "json_object":
         path = tmp_path / "train.json"
-        path.write_text(
-            json.dumps({"data": [{"prompt": f"Say {i}", "completion": str(i)} for i in range(10)]}, indent=2)
-        )
+        rows = [{"prompt": f"Say {i}", "completion": str(i)} for i in range(10)]
+        path.write_text(json.dumps({"data": rows}, indent=2))
     else:
         path = tmp_path / "train.csv"
         body = "prompt,completion\r\n" + "".join(f"Say {i},{i}\r\n" for i in range(10))
         path.write_bytes(b"\xef\xbb\xbf" + body.encode())
     run = tmp_path / "run"
-    result = run_module(
-        "src.train",
+    run.mkdir()
+    overrides = [
         *TINY,
         "data=jsonl",
         f"data.path={path}",
@@ -285,14 +286,15 @@ def test_each_format_trains_the_tiny_model_from_the_command_line(tmp_path, kind)
         "eval.steps=1",
         "eval.before_training=false",
         "monitor.num_samples=0",
-        f"paths.cache_dir={CACHE}",
-        f"hydra.run.dir={run}",
         *extra,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((run / "metrics.json").read_text())
+    ]
+    cfg = OmegaConf.to_object(compose_config(overrides, run, CACHE))
+    validate(cfg)
+    base, tokenizer = stages.build_tokenizer(cfg)
+    data = stages.build_data(cfg, tokenizer, run)
+    metrics = stages.build_run(cfg, stages.build_model(cfg, base), tokenizer, data, run).train()
     assert metrics["status"] == "finished" and metrics["global_step"] == 2
-    report = json.loads((run / "data_report.json").read_text())
+    assert len(metrics["eval_history"]) == 2 and all(e["eval_loss"] > 0 for e in metrics["eval_history"])
     expected = {"openai_tools": "messages", "sharegpt": "sharegpt", "sharegpt_tools": "sharegpt"}
-    assert report["format"] == expected.get(kind, "prompt_completion")
-    assert report["eval"]["examples"] == (3 if kind == "save_to_disk" else 2)
+    assert data.report["format"] == expected.get(kind, "prompt_completion")
+    assert data.report["eval"]["examples"] == (3 if kind == "save_to_disk" else 2)

@@ -48,7 +48,7 @@ def test_fields_are_enumerated():
     assert {"optim.learning_rate", "lora.r", "data.max_length", "memory.load_in_4bit", "seed"} <= set(FIELDS)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(field=st.sampled_from(FIELDS), value=VALUES)
 def test_any_value_is_accepted_or_refused_in_one_sentence(field, value):
     try:
@@ -112,7 +112,7 @@ def corrupt(data: bytes, kind: str, position: int, blob: bytes) -> bytes:
     }[kind]
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     kind=st.sampled_from(
         [
