@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX_URL ?=
 PYTEST_ARGS ?=
 # two pytest workers (the machines this project is tested on have 2 cores), one test file each at a time
-PYTEST_WORKERS ?= -n 2 --dist loadfile
+PYTEST_WORKERS ?= -n 2 --dist loadfile --no-loadscope-reorder
 ARGS ?=
 
 .PHONY: setup train test test-fast lint format clean-venv

@@ -34,7 +34,8 @@ TINY = [
 ]
 
 
-# The longest test files, scheduled first: `make test` runs one file per pytest-xdist worker, so a long file
+# The longest test files, scheduled first: `make test` runs one file per pytest-xdist worker, in this order
+# (--no-loadscope-reorder: xdist would otherwise start with the files holding the most tests), so a long file
 # started last would leave the other worker idle at the end.
 LONGEST_FIRST = ("test_default_model.py", "test_sweep.py", "test_cli_property.py", "test_sweep_workers.py")
 
