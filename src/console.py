@@ -44,15 +44,43 @@ class EvalLines:
         )
 
 
-class ConsoleProgress(ProgressCallback):
-    """One bar per run: loss and learning rate in its postfix, one line per evaluation above it."""
+class QuietPrinter(TrainerCallback):
+    """Without a bar (monitor.progress_bar=false): every logging step's metrics to train.log, and one line per
+    evaluation during training through logging. ConsoleProgress shows the same on a bar."""
 
     def __init__(self):
         super().__init__()
-        self.lines = EvalLines()
+        self.lines, self.training = EvalLines(), False
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.lines.start(state)
+        self.training = True
+        super().on_train_begin(args, state, control, **kwargs)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.training = False
+        super().on_train_end(args, state, control, **kwargs)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs or not self.training:
+            return  # the baseline's evaluate() before training is reported by the run itself
+        METRICS.info("step %d %s", state.global_step, json.dumps(logs, default=str))
+        if "eval_loss" in logs:
+            self.show(self.lines.line(state, logs["eval_loss"]))
+        elif "loss" in logs:
+            self.progress(logs)
+
+    def show(self, line: str) -> None:
+        log.info(line)
+
+    def progress(self, logs: dict) -> None:
+        """Nothing without a bar: the step's metrics are in train.log."""
+
+
+class ConsoleProgress(QuietPrinter, ProgressCallback):
+    """One bar per run: loss and learning rate in its postfix, one line per evaluation above it."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
         super().on_train_begin(args, state, control, **kwargs)
         if self.training_bar is not None:
             self.training_bar.set_description("training")
@@ -60,38 +88,14 @@ class ConsoleProgress(ProgressCallback):
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
         """No second bar for evaluations: their result is the line written when they end."""
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs or self.training_bar is None:
-            return  # the baseline's evaluate() before training is reported by the run itself
-        METRICS.info("step %d %s", state.global_step, json.dumps(logs, default=str))
-        if "eval_loss" in logs:
-            self.training_bar.write(self.lines.line(state, logs["eval_loss"]))
-        elif "loss" in logs and self.training_bar is not None:
-            postfix = {"loss": f"{logs['loss']:.4f}"}
-            if "learning_rate" in logs:
-                postfix["lr"] = f"{logs['learning_rate']:.2e}"
-            self.training_bar.set_postfix(postfix, refresh=False)
+    def show(self, line: str) -> None:
+        self.training_bar.write(line)
 
-
-class QuietPrinter(TrainerCallback):
-    """Without a bar (monitor.progress_bar=false): the evaluation lines only, through logging."""
-
-    def __init__(self):
-        self.lines, self.training = EvalLines(), False
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.lines.start(state)
-        self.training = True
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.training = False
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs or not self.training:
-            return
-        METRICS.info("step %d %s", state.global_step, json.dumps(logs, default=str))
-        if "eval_loss" in logs:
-            log.info(self.lines.line(state, logs["eval_loss"]))
+    def progress(self, logs: dict) -> None:
+        postfix = {"loss": f"{logs['loss']:.4f}"}
+        if "learning_rate" in logs:
+            postfix["lr"] = f"{logs['learning_rate']:.2e}"
+        self.training_bar.set_postfix(postfix, refresh=False)
 
 
 def use_console(trainer) -> None:

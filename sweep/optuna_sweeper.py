@@ -257,10 +257,9 @@ class SFTOptunaSweeper(OptunaSweeper):
         """Ask `size` trials, drop those another worker's race took the place of, run the rest as one launch
         and tell their outcomes; returns how many failed."""
         impl, identity = self.sweeper, worker_identity()
-        with warnings.catch_warnings():  # Optuna warns that heartbeats are meant for study.optimize(); with
-            warnings.filterwarnings(
-                "ignore", "Heartbeat of storage"
-            )  # ask/tell this loop records them itself
+        # Optuna warns that heartbeats are meant for study.optimize(); this ask/tell loop records them itself
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Heartbeat of storage")
             batch = [study.ask() for _ in range(size)]
         for trial in batch:  # who runs it, so a restarted sweep can tell a dead worker's trial
             trial.set_user_attr(WORKER, identity)
@@ -270,9 +269,8 @@ class SFTOptunaSweeper(OptunaSweeper):
             self._reseed(study, trial.number)
             try:
                 overrides += impl._configure_trials([trial], space, fixed_params, fixed_overrides)
-            except (
-                Exception
-            ) as error:  # the sampler could not produce its values: fail it, never leave it RUNNING
+            # the sampler could not produce its values: fail the trial, never leave it RUNNING
+            except Exception as error:
                 self._fail(
                     study, trial, f"its parameters could not be sampled: {type(error).__name__}: {error}"
                 )

@@ -32,7 +32,7 @@ def render(tokenizer, conversation: list | dict, add_generation_prompt: bool = F
 def check_renders_tools(tokenizer, conversation: list | dict, text: str) -> None:
     """Refuse a chat template that silently drops tools or tool calls (SmolLM2's, for one): training on its
     text would teach answers without the calls. Every tool's and called function's name must appear."""
-    tools = conversation.get("tools") or [] if isinstance(conversation, dict) else []
+    tools = (conversation.get("tools") or []) if isinstance(conversation, dict) else []
     names = [t.get("function", t).get("name") for t in tools if isinstance(t, dict)]
     for message in conversation_messages(conversation):
         names += [call["function"]["name"] for call in message.get("tool_calls", [])]
