@@ -301,4 +301,53 @@ def extract_json_hard_examples(count: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-BUILTIN = {"extract_json": extract_json_examples, "extract_json_hard": extract_json_hard_examples}
+# The second grid's task (`arithmetic`): another skill than extraction, so a sweep design tuned on one task
+# can be checked on the other. Each step's result is a number the model must compute, so eval loss cannot
+# reach zero on a 135M model in a few epochs and over-training on 48 examples costs eval loss.
+ARITHMETIC_STEPS = (
+    ("add", "+"),
+    ("subtract", "-"),
+    ("multiply by", "*"),
+)
+ARITHMETIC_PROMPTS = [
+    "Start with {start}, {steps}. What is the result? Show each step.",
+    "Compute step by step: start from {start}, {steps}.",
+    "Take the number {start}, {steps}. Work it out one step at a time.",
+]
+
+
+def _apply(value: int, symbol: str, operand: int) -> int:
+    return {"+": value + operand, "-": value - operand, "*": value * operand}[symbol]
+
+
+def arithmetic_examples(count: int, seed: int = 0) -> list[dict]:
+    """`count` multi-step arithmetic conversations: three operations applied left to right to a start
+    number, answered one line per step and a last line `Answer: N` (never negative; multipliers 2-9)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        value = rng.randint(2, 60)
+        start, words, lines = value, [], []
+        for _step in range(3):
+            verb, symbol = rng.choice(ARITHMETIC_STEPS)
+            operand = rng.randint(2, 9) if symbol == "*" else rng.randint(2, 99)
+            if symbol == "-" and operand > value:
+                verb, symbol = "add", "+"
+            result = _apply(value, symbol, operand)
+            words.append(f"{verb} {operand}")
+            lines.append(f"{value} {symbol} {operand} = {result}")
+            value = result
+        steps = ", ".join(words[:-1]) + f", then {words[-1]}"
+        prompt = rng.choice(ARITHMETIC_PROMPTS).format(start=start, steps=steps)
+        answer = "\n".join([*lines, f"Answer: {value}"])
+        rows.append(
+            {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]}
+        )
+    return rows
+
+
+BUILTIN = {
+    "extract_json": extract_json_examples,
+    "extract_json_hard": extract_json_hard_examples,
+    "arithmetic": arithmetic_examples,
+}
