@@ -3,6 +3,7 @@ their location or are skipped and counted, the report holds padding/packing wast
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -135,6 +136,51 @@ def test_whole_sequence_loss_labels_everything(tokenizer):
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
     tokens = tokenize_example(tokenizer, messages, assistant_only_loss=False)
     assert tokens["labels"] == tokens["input_ids"]
+
+
+# SmolLM2's prompt ends with "\n"; an answer starting with two whitespace characters used to merge its first
+# one into the prompt's last token, which stayed unlabelled ("\n\nSure." was trained as "\nSure.")
+ANSWERS = ["\n\nSure.", "  Sure.", "\n Sure.", "\t\tSure.", "\nSure.", " Sure.", "Sure.", "Sure.\n\n"]
+
+
+@pytest.mark.parametrize("answer", ANSWERS)
+def test_every_character_of_the_answer_is_labelled_after_the_inference_prompt(tokenizer, answer):
+    conversation = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": answer}]
+    tokens = tokenize_example(tokenizer, conversation, assistant_only_loss=True)
+    assert labelled_runs(tokenizer, tokens) == [answer + "<|im_end|>"]
+    prompt = render(tokenizer, conversation[:1], add_generation_prompt=True)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert tokens["input_ids"][: len(prompt_ids)] == prompt_ids  # generation continues these very tokens
+    assert set(tokens["labels"][: len(prompt_ids)]) == {IGNORE_INDEX}
+    assert IGNORE_INDEX not in tokens["labels"][len(prompt_ids) : len(prompt_ids) + 2]
+    assert tokenizer.decode(tokens["input_ids"]) == render(tokenizer, conversation)  # the text is unchanged
+
+
+def test_leading_whitespace_is_kept_in_every_turn(tokenizer):
+    conversation = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "\n\nFirst."},
+        {"role": "user", "content": "Again"},
+        {"role": "assistant", "content": "  Second."},
+    ]
+    tokens = tokenize_example(tokenizer, conversation, assistant_only_loss=True)
+    assert labelled_runs(tokenizer, tokens) == ["\n\nFirst.<|im_end|>", "  Second.<|im_end|>"]
+    assert tokenizer.decode(tokens["input_ids"]) == render(tokenizer, conversation)
+
+
+def test_a_tokenizer_that_cannot_cut_at_the_answer_keeps_the_answer_whole(tokenizer):
+    """A tokenizer that prefixes every piece it is given with a space (GPT-2's add_prefix_space) cannot
+    tokenize the prompt and the answer apart without changing the text: the token the two share is then
+    labelled, so the answer is trained whole along with the template's last character."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    prefixing = copy.deepcopy(tokenizer)
+    prefixing.backend_tokenizer.pre_tokenizer = ByteLevel(add_prefix_space=True, use_regex=True)
+    conversation = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "\n\nSure."}]
+    tokens = tokenize_example(prefixing, conversation, assistant_only_loss=True)
+    assert labelled_runs(prefixing, tokens) == ["\n\n\nSure.<|im_end|>"]
+    whole = prefixing(render(prefixing, conversation), add_special_tokens=False)["input_ids"]
+    assert tokens["input_ids"] == whole
 
 
 def test_alpaca_input_joins_the_instruction():

@@ -21,7 +21,7 @@ from src.data.tokenization import tokenize_split, truncates
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # bump when tokenization logic or the cache layout changes, so old caches are not reused
+CACHE_VERSION = 3  # bump when tokenization logic or the cache layout changes, so old caches are not reused
 
 
 @dataclass

@@ -81,11 +81,41 @@ def tokenize_example(tokenizer, example: list | dict | str, assistant_only_loss:
         check_renders_tools(tokenizer, example, text)
         spans = assistant_spans(tokenizer, example, text) if assistant_only_loss else [(0, len(text))]
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    cuts = {cut for span in spans for cut in span}
+    if any(start < cut < end for start, end in encoding["offset_mapping"] for cut in cuts):
+        pieces = tokenize_at_span_edges(tokenizer, text, spans, encoding["input_ids"])
+        if pieces is not None:
+            return pieces
+    # Labelled: every token that overlaps an answer. Where a token straddles the answer's edge and the text
+    # cannot be cut there, it is labelled too, so the answer stays whole (docs/background.md).
     input_ids = encoding["input_ids"]
     labels = [IGNORE_INDEX] * len(input_ids)
     for position, (token_start, token_end) in enumerate(encoding["offset_mapping"]):
-        if any(start <= token_start < end for start, end in spans) and token_end > token_start:
+        if any(token_start < end and token_end > start for start, end in spans) and token_end > token_start:
             labels[position] = input_ids[position]
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def tokenize_at_span_edges(
+    tokenizer, text: str, spans: list[tuple[int, int]], whole: list[int]
+) -> dict | None:
+    """The text tokenized piece by piece, cut at every answer's start and end, with the answer pieces
+    labelled; None if the pieces do not decode to the same text as the whole (a tokenizer that adds a
+    prefix space to every piece, for one).
+
+    Needed where a token would straddle an answer's edge: SmolLM2's template ends the prompt with "\n" and
+    an answer "\n\nSure." starts with "\n", which the tokenizer merges into one token of the prompt. Cut
+    there, every character of the answer is labelled and the prompt's tokens are those of the inference
+    prompt (rendered with add_generation_prompt=True) on their own."""
+    edges = [0, *(edge for span in spans for edge in span), len(text)]
+    pieces = [text[start:end] for start, end in zip(edges, edges[1:])]
+    input_ids: list[int] = []
+    labels: list[int] = []
+    for index, ids in enumerate(tokenizer(pieces, add_special_tokens=False)["input_ids"]):
+        input_ids += ids
+        labels += ids if index % 2 else [IGNORE_INDEX] * len(ids)  # odd pieces are the answers
+    if tokenizer.decode(input_ids) != tokenizer.decode(whole):
+        return None
     return {"input_ids": input_ids, "labels": labels}
 
 
