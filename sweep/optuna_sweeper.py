@@ -44,6 +44,7 @@ from src.errors import JobFailed
 from src.redact import redact
 from sweep.launch import JobLost, launch_trials
 from sweep.liveness import WORKER, describe_worker, fail_stale_trials, heartbeats, worker_identity
+from sweep.lr_prior import model_prior, sweep_line, uses_prior
 from sweep.places import finished_trials, free_places, runnable_trials
 from sweep.space import cannot_produce, grid_choices, outside_interval, search_space
 from sweep.study import (
@@ -56,10 +57,12 @@ from sweep.study import (
     stored_trial,
     sweep_identity,
     tell,
+    unused_study_name,
 )
 
 log = logging.getLogger(__name__)
 
+LEARNING_RATE = "optim.learning_rate"
 POLL_SECONDS = 2.0  # how often a worker with nothing left to start looks at the others' trials
 
 
@@ -135,6 +138,7 @@ class SFTOptunaSweeper(OptunaSweeper):
         impl._process_searchspace_config()
         params_conf = impl._parse_sweeper_params_config() + list(arguments)
         space, fixed_params, fixed_overrides = search_space(params_conf)
+        self._announce_learning_rate_prior(space, arguments)
         self.grid = None
         if isinstance(impl.sampler, functools.partial) and impl.sampler.func is optuna.samplers.GridSampler:
             # hydra/sweeper/sampler=grid: every combination of the (discrete) params once, in a seeded order
@@ -175,10 +179,11 @@ class SFTOptunaSweeper(OptunaSweeper):
         if mismatch:  # its trials were run for another sweep: reporting or resuming them would mislead
             log.error(
                 "Study %r in %s was created for another sweep (%s); give this one a new "
-                "hydra.sweeper.study_name.",
+                "hydra.sweeper.study_name, e.g. hydra.sweeper.study_name=%s (the old study stays as it is).",
                 study.study_name,
                 redact(str(impl.storage)),
                 mismatch,
+                unused_study_name(impl.storage, study.study_name),
             )
             sys.exit(2)
         for i, params in enumerate(self.enqueue_trials):  # refused before any trial is created
@@ -252,6 +257,23 @@ class SFTOptunaSweeper(OptunaSweeper):
             time.sleep(POLL_SECONDS)
             fail_stale_trials(study)  # a worker on this host that died mid-trial frees its place
         self._write_results(study)
+
+    def _announce_learning_rate_prior(self, space: dict[str, Any], arguments: list[str]) -> None:
+        """The sweep's first line, before any trial can fail: the learning-rate range and first trial the
+        preset derived from the composed model (sweep/lr_prior.py), or that they were given explicitly.
+        Silent for presets that use no prior."""
+        node = OmegaConf.select(self.sweeper.config, "hydra.sweeper")
+        raw = OmegaConf.to_container(node, resolve=False) if node is not None else {}
+        given = {override.split("=", 1)[0].lstrip("+~") for override in arguments}  # sweep overrides
+        range_from_prior = (
+            uses_prior((raw.get("params") or {}).get(LEARNING_RATE)) and LEARNING_RATE not in given
+        )
+        first_from_prior = uses_prior(raw.get("enqueue_trials"))
+        if not (range_from_prior or first_from_prior):
+            return
+        prior = model_prior(self.sweeper.config.model)
+        searched = space.get(LEARNING_RATE)
+        log.info(sweep_line(prior, searched, self.enqueue_trials, range_from_prior, first_from_prior))
 
     def _run_batch(self, study: optuna.Study, size: int, space, fixed_params, fixed_overrides) -> int:
         """Ask `size` trials, drop those another worker's race took the place of, run the rest as one launch

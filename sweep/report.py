@@ -10,6 +10,7 @@ import logging
 import math
 import shlex
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +76,12 @@ def override_value(value: Any) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def rerun_overrides(run_dir: Path) -> list[str]:
+def rerun_overrides(run_dir: Path, searched: Collection[str] = ()) -> list[str]:
     """The overrides that reproduce a trial as a plain single run: the options its config groups used, then
-    every value that differs from what those options compose to (the sampled parameters and whatever the
-    sweep preset fixed), read from the trial's own resolved config.yaml. No hparams_search (it would turn a
-    single run into a sweep preset), no trial=, no hydra settings."""
+    every `searched` parameter (even one equal to its group's default, so the line shows what the sweep
+    chose) and every other value that differs from what those options compose to (whatever the sweep preset
+    fixed), read from the trial's own resolved config.yaml. No hparams_search (it would turn a single run
+    into a sweep preset), no trial=, no hydra settings."""
     from omegaconf import OmegaConf
 
     from src.config import compose
@@ -95,7 +97,7 @@ def rerun_overrides(run_dir: Path) -> list[str]:
             continue
         if key not in plain:
             differences.append(f"++{key}={override_value(value)}")
-        elif plain[key] != value:
+        elif key in searched or plain[key] != value:
             differences.append(f"{key}={override_value(value)}")
     return choices + differences
 
@@ -104,7 +106,7 @@ def trial_overrides(trial: FrozenTrial) -> list[str]:
     """The overrides that reproduce this trial as a single run (from its folder; else its parameters)."""
     run_dir = trial.user_attrs.get("run_dir")
     if run_dir and (Path(run_dir) / "config.yaml").is_file() and (Path(run_dir) / ".hydra").is_dir():
-        return rerun_overrides(Path(run_dir))
+        return rerun_overrides(Path(run_dir), searched=trial.params)
     return [f"{k}={override_value(v)}" for k, v in trial.params.items()]
 
 

@@ -6,6 +6,7 @@ beside why the public API cannot do it (checked on optuna 5.0.0).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
@@ -170,6 +171,12 @@ def identity_mismatch(study: optuna.Study, identity: dict) -> str | None:
     new = sorted(set(identity["fixed"]) - set(recorded["fixed"]))
     changes += [f"was {o}" for o in gone] + [f"now {o}" for o in new]
     return "; ".join(changes[:4]) + (f" and {len(changes) - 4} more" if len(changes) > 4 else "")
+
+
+def unused_study_name(storage: Any, name: str) -> str:
+    """The first of name_2, name_3, … that no study in `storage` has: what a refused sweep can go on as."""
+    taken = set(optuna.get_all_study_names(storage))
+    return next(f"{name}_{n}" for n in itertools.count(2) if f"{name}_{n}" not in taken)
 
 
 def tell(study: optuna.Study, trial: optuna.Trial | int, **outcome: Any) -> None:

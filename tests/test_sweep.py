@@ -13,7 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweep.report import report
+from sweep.report import override_value, report, rerun_overrides
 from tests.conftest import ROOT, logged_hparams, logged_session_status
 
 DIVERGE = "{optim.learning_rate:1e10,lora.r:8,optim.warmup_ratio:0.0}"
@@ -133,7 +133,15 @@ def test_report_writes_leaderboard_plots_and_best_command(sweep_dir, capsys):
     assert (sweep_dir / "optimization_history.html").is_file()
     command = (sweep_dir / "best_overrides.txt").read_text()
     assert command.startswith("python -m src.train ") and "trial=" not in command
-    assert f"lora.r={study.best_trial.params['lora.r']}" in command
+    for name, value in study.best_trial.params.items():  # every searched parameter, whichever trial won
+        assert f"{name}={override_value(value)}" in command.split()
+
+
+def test_the_rerun_line_names_a_searched_parameter_equal_to_its_default(sweep_dir):
+    """A best trial with r=16 gave `lora=r16` and no `lora.r=16`: the line hid what the sweep chose."""
+    trial = sweep_dir / f"trial_{load(sweep_dir).best_trial.number}"
+    assert "optim.weight_decay=0.01" not in rerun_overrides(trial)  # the optim group's default, not searched
+    assert "optim.weight_decay=0.01" in rerun_overrides(trial, searched=["optim.weight_decay"])
 
 
 def test_best_overrides_rerun_the_best_trial_as_a_plain_single_run(sweep_dir, tmp_path):
@@ -289,6 +297,7 @@ def test_a_study_created_for_another_sweep_is_refused_in_one_sentence(tmp_path):
     assert (
         "was created for another sweep" in output and "give this one a new hydra.sweeper.study_name" in output
     )
+    assert "e.g. hydra.sweeper.study_name=tiny_cpu_2" in output  # the way on, a name the storage lacks
     assert "lora.r" in output and "now data.max_length=64" in output
 
 

@@ -2,7 +2,9 @@
 
 Hydra imports every module under `hydra_plugins` when it starts, plain runs included, so this one stays
 light (as hydra-optuna-sweeper's own): the sweep layer and Optuna are imported only when a sweep
-instantiates the sweeper.
+instantiates the sweeper. It registers the sweeper's config and the `${lr_prior:…}` resolver the presets
+that use this sweeper derive learning rates with (sweep/lr_prior.py, no heavy imports): a preset that
+composes `hydra/sweeper=sft_optuna` has imported this module, so the resolver is there when it resolves.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
+
+from sweep.lr_prior import register_resolver
 
 
 class SFTOptunaSweeper(Sweeper):
@@ -58,3 +62,4 @@ class SFTOptunaSweeperConf(OptunaSweeperConf):
 ConfigStore.instance().store(
     group="hydra/sweeper", name="sft_optuna", node=SFTOptunaSweeperConf, provider="sft-sweep"
 )
+register_resolver()
