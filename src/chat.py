@@ -7,7 +7,8 @@ greedy decoding, eval.max_new_tokens. A base model that is local (the default, c
 package into the cache) is never downloaded. Runs on CPU when there is no GPU.
 
 Prompt files: JSON Lines, each line a string, {"prompt": "…"}, or {"messages": [...]} (a conversation to
-continue). Answers: one {"prompt", "answer"} line per prompt, in order.
+continue, checked as training data is; with "tools": [...] for a tool-calling run). Answers: one
+{"prompt", "answer"} line per prompt, in order (the prompt: the text of the conversation's last message).
 """
 
 from __future__ import annotations
@@ -77,9 +78,11 @@ def load_model(run_dir: Path, merged: bool = False):
     return model, tokenizer, cfg
 
 
-def read_prompts(path: Path) -> list[list[dict[str, Any]]]:
-    """Each line of a prompts file as a conversation to answer."""
-    prompts = []
+def read_prompts(path: Path) -> list[list[dict[str, Any]] | dict[str, Any]]:
+    """Each line of a prompts file as a conversation to answer (with its tools, if the line declares any)."""
+    from src.data.formats import BadExample, to_prompt
+
+    prompts: list[list[dict[str, Any]] | dict[str, Any]] = []
     for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
@@ -91,21 +94,25 @@ def read_prompts(path: Path) -> list[list[dict[str, Any]]]:
             prompts.append([{"role": "user", "content": item}])
         elif isinstance(item, dict) and isinstance(item.get("prompt"), str):
             prompts.append([{"role": "user", "content": item["prompt"]}])
-        elif isinstance(item, dict) and isinstance(item.get("messages"), list):
-            prompts.append(item["messages"])
+        elif isinstance(item, dict) and "messages" in item:
+            try:
+                prompts.append(to_prompt(item))
+            except BadExample as bad:
+                raise SystemExit(f"chat: {path}:{number}: {bad}") from None
         else:
             raise SystemExit(
-                f'chat: {path}:{number}: expected a string, {{"prompt": …}} or {{"messages": […]}}.'
+                f'chat: {path}:{number}: expected a string, {{"prompt": …}} or {{"messages": […]}} '
+                '(with "tools": […] if it calls tools).'
             )
     return prompts
 
 
 def answer_file(model, tokenizer, prompts_path: Path, out: Path, max_new_tokens: int) -> int:
-    from src.evaluate import generate_replies
+    from src.evaluate import generate_replies, prompt_text
 
     prompts = read_prompts(prompts_path)
     answers = generate_replies(model, tokenizer, prompts, max_new_tokens)
-    lines = [json.dumps({"prompt": p[-1]["content"], "answer": a}) for p, a in zip(prompts, answers)]
+    lines = [json.dumps({"prompt": prompt_text(p), "answer": a}) for p, a in zip(prompts, answers)]
     out.write_text("".join(line + "\n" for line in lines))
     return len(lines)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import torch
@@ -10,18 +11,44 @@ import torch
 from src.data.formats import conversation_messages
 from src.data.tokenization import render
 
+log = logging.getLogger(__name__)
 
-def prompt_and_reference(conversation: list | dict | str) -> tuple[list | dict, str] | None:
-    """Split a conversation into the prompt (everything before the last assistant turn, with the tools it
-    declares) and that turn's text."""
+
+def split_reply(conversation: list | dict | str) -> tuple[list | dict, dict[str, Any]] | None:
+    """The prompt (every message before the last assistant turn, with the tools the conversation declares)
+    and that turn; None for plain text or a conversation that does not end with an assistant turn."""
     if isinstance(conversation, str):
         return None
     messages = conversation_messages(conversation)
     if messages[-1]["role"] != "assistant":
         return None
     if isinstance(conversation, dict):
-        return {**conversation, "messages": messages[:-1]}, messages[-1]["content"]
-    return messages[:-1], messages[-1]["content"]
+        return {**conversation, "messages": messages[:-1]}, messages[-1]
+    return messages[:-1], messages[-1]
+
+
+def prompt_and_reference(conversation: list | dict | str) -> tuple[list | dict, str] | None:
+    """The prompt and the text of the last assistant turn (see split_reply)."""
+    split = split_reply(conversation)
+    return None if split is None else (split[0], split[1]["content"])
+
+
+def prompt_text(prompt: list | dict) -> str:
+    """What a person reads as the prompt: its last message (the question, or a tool's result)."""
+    return conversation_messages(prompt)[-1]["content"]
+
+
+def rendered_reply(tokenizer, prompt: list | dict, reply: dict[str, Any]) -> str:
+    """The reply as the chat template writes it after the prompt (tool calls included), decoded as generated
+    replies are: what a model that learned the data answers. The reply's text for a template that
+    renders the prompt differently once a reply follows."""
+    messages = [*conversation_messages(prompt), reply]
+    before = render(tokenizer, prompt, add_generation_prompt=True)
+    text = render(tokenizer, {**prompt, "messages": messages} if isinstance(prompt, dict) else messages)
+    if not text.startswith(before):
+        return reply["content"]
+    ids = tokenizer(text[len(before) :], add_special_tokens=False)["input_ids"]
+    return tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
 @torch.no_grad()
@@ -83,14 +110,19 @@ def score(metric: str, predictions: list[str], references: list[str]) -> dict[st
 def task_metric(
     model, tokenizer, conversations, metric: str, limit: int, max_new_tokens: int, batch_size: int
 ):
-    """Generate replies for up to `limit` held-out conversations and score them. Returns (scores, samples)."""
-    pairs = [p for p in map(prompt_and_reference, conversations) if p is not None][:limit]
-    if metric == "none" or not pairs:
+    """Generate replies for up to `limit` held-out conversations and score them against the replies the data
+    teaches (rendered_reply). Returns (scores, samples); nothing for data without replies (plain text)."""
+    replies = [r for r in map(split_reply, conversations) if r is not None][:limit]
+    if metric == "none":
         return {}, []
-    prompts, references = [p for p, _ in pairs], [r for _, r in pairs]
+    if not replies:
+        log.info("data.task_metric=%s skipped: no eval example ends with an assistant reply", metric)
+        return {}, []
+    prompts = [prompt for prompt, _ in replies]
+    references = [rendered_reply(tokenizer, prompt, reply) for prompt, reply in replies]
     predictions = generate_replies(model, tokenizer, prompts, max_new_tokens, batch_size)
     samples = [
-        {"prompt": p[-1]["content"], "reference": r, "prediction": y}
+        {"prompt": prompt_text(p), "reference": r, "prediction": y}
         for p, r, y in zip(prompts, references, predictions)
     ]
     return score(metric, predictions, references), samples

@@ -293,10 +293,14 @@ def _pruning_callback(cfg, run_dir: Path):
     return PruningCallback(trial, report_at)
 
 
-def _sample_prompts(cfg, data) -> list[tuple[list[dict[str, str]], str]]:
+def _sample_prompts(cfg, data) -> list[tuple[list | dict, str]]:
+    """(prompt, reference) pairs to sample: monitor.sample_prompts, else the first eval conversations' prompts
+    (a dict with its tools for tool-calling data) and replies."""
     if cfg.monitor.sample_prompts:
         return [([{"role": "user", "content": p}], "") for p in cfg.monitor.sample_prompts]
     pairs = [p for p in map(prompt_and_reference, data.eval_conversations) if p is not None]
+    if not pairs and cfg.monitor.num_samples:
+        log.info("no sample generations: no eval prompt has a reply (set monitor.sample_prompts)")
     return pairs[: cfg.monitor.num_samples]
 
 

@@ -98,3 +98,12 @@ def test_a_folder_that_is_not_a_run_is_refused(tmp_path):
         and "holds no config.yaml" in result.stderr
         and "Traceback" not in result.stderr
     )
+
+
+def test_a_bad_conversation_in_the_prompts_file_is_refused_with_its_line(tmp_path):
+    from src.chat import read_prompts
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('"Hi"\n' + json.dumps({"messages": [{"role": "robot", "content": "beep"}]}) + "\n")
+    with pytest.raises(SystemExit, match=r"prompts\.jsonl:2: unknown role 'robot'; use system, user"):
+        read_prompts(prompts)

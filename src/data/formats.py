@@ -188,12 +188,25 @@ def to_messages(row: dict[str, Any], fmt: str) -> list[dict[str, Any]] | dict[st
     messages = _checked(messages)
     if not any(m["role"] == "assistant" for m in messages):
         raise BadExample("no_assistant_turn", "the conversation has no assistant turn to learn from")
-    tools = _json_value(row.get("tools"), "tools") if fmt in ("messages", "sharegpt") else None
-    if tools:
-        if not isinstance(tools, list):
-            raise BadExample("bad_tool_call", f"`tools` must be a list of tool schemas, got {tools!r:.80}")
-        return {"messages": messages, "tools": tools}
-    return messages
+    return _with_tools(messages, row.get("tools")) if fmt in ("messages", "sharegpt") else messages
+
+
+def _with_tools(messages: list[dict[str, Any]], tools: Any) -> list[dict[str, Any]] | dict[str, Any]:
+    tools = _json_value(tools, "tools")
+    if not tools:
+        return messages
+    if not isinstance(tools, list):
+        raise BadExample("bad_tool_call", f"`tools` must be a list of tool schemas, got {tools!r:.80}")
+    return {"messages": messages, "tools": tools}
+
+
+def to_prompt(row: dict[str, Any]) -> list[dict[str, Any]] | dict[str, Any]:
+    """A conversation to continue ({"messages", "tools"?}, as src.chat's prompts file holds it), checked and
+    normalised as a training row is, with its tools; raises BadExample if unusable."""
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadExample("empty_conversation", f"`messages` must be a non-empty list, got {messages!r:.80}")
+    return _with_tools(_checked(messages), row.get("tools"))
 
 
 def conversation_messages(conversation: list | dict) -> list[dict[str, Any]]:
