@@ -128,6 +128,8 @@ class EvalConfig:
     reuse_baseline: bool = True
     early_stopping_patience: int = 3  # evals without improvement before stopping; 0 disables
     early_stopping_threshold: float = 0.0  # minimum eval-loss improvement that counts
+    # end on the best eval's weights (checkpoints line up with evals); false ends on the last step's weights
+    load_best_model_at_end: bool = True
     task_examples: int = 32  # held-out examples generated and scored for data.task_metric
     max_new_tokens: int = 48
 

@@ -15,7 +15,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from src.atomic import atomic_folder
 from src.config import ConfigError, LoraConfigSchema, MemoryConfig, ModelConfig, sharded_launch
-from src.patches import cpu_has_native_bf16
+from src.patches import cpu_has_native_bf16, keep_4bit_training_layout
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,8 @@ def quantization_config(memory: MemoryConfig):
 def load_base_model(cfg: ModelConfig, memory: MemoryConfig, base: str, quantize: bool = True):
     """Load the causal LM, 4-bit quantized when the memory preset asks for it and `quantize` is true."""
     quant = quantization_config(memory) if quantize else None
+    if quant is not None:
+        keep_4bit_training_layout()  # src/patches.py: evaluating must never change how 4-bit weights train
     model = AutoModelForCausalLM.from_pretrained(
         base,
         revision=cfg.revision,

@@ -59,11 +59,101 @@ def compact_lm_head_on_cpu() -> Iterator[None]:
         trl_utils._use_triton = original
 
 
+@contextlib.contextmanager
+def keep_adapter_dtype(model: Any) -> Iterator[None]:
+    """While an SFTTrainer is built around `model`, keep its trainable (LoRA) weights in the dtype PEFT gave
+    them (float32: PEFT's `autocast_adapter_dtype`), as a plain PEFT loop has them.
+
+    TRL 1.16.0's `SFTTrainer.__init__` casts every trainable parameter of a quantized model to bfloat16 (the
+    QLoRA paper's recommendation), whatever the compute dtype. With float32 compute (AVX2-only CPUs, where
+    bf16 is emulated) every LoRA matmul then ran in emulated bf16 behind extra casts, and on every CPU the
+    first step's LoRA gradients differed from a plain PEFT step by ~0.3% (tests/test_training_correctness.py)
+    and small AdamW updates round away in bf16 weights. The optimizer is created later (in `train()`), so
+    putting the original tensors back right after init is all it takes; DoRA's magnitude vector TRL already
+    leaves alone."""
+    originals = {name: p.data for name, p in model.named_parameters() if p.requires_grad}
+    yield
+    # the original tensors back: a cast back to float32 would keep bf16's rounding
+    for name, parameter in model.named_parameters():
+        if name in originals and parameter.data_ptr() != originals[name].data_ptr():
+            parameter.data = originals[name]
+
+
 def use_collator(trainer: Any, collator: Any) -> None:
     """Give an SFTTrainer our collator after it is built. TRL 1.16.0's SFTTrainer refuses a custom collator
     at init when bfd packing (padding-free) is on, but its dataloaders use whatever `data_collator` holds
     afterwards; our collator keeps packed rows apart on sdpa/eager attention (src/data/collator.py)."""
     trainer.data_collator = collator
+
+
+def takes_cpu_inference_layout(layer: Any, x: Any) -> bool:
+    """Whether bitsandbytes 0.50.2's `Linear4bit.forward` would repack this layer's 4-bit weight into its CPU
+    inference layout for input `x`: the condition it checks, copied here (tests/test_patches.py fails if it
+    changes). `layer.support_avx512bf16_for_cpu` is set at init from the CPU; tests set it to force the path."""
+    return (
+        x.device.type == "cpu"
+        and bool(getattr(layer, "support_avx512bf16_for_cpu", False))
+        and not layer.training
+        and not x.requires_grad
+    )
+
+
+def keep_4bit_training_layout() -> None:
+    """Make every bitsandbytes `Linear4bit` keep its weight in the training layout; evaluation and generation
+    on an AVX512-BF16 CPU use a packed copy. Process wide and idempotent (installed before 4-bit weights load).
+
+    bitsandbytes 0.50.2, on CPUs with AVX512-BF16: the first eval-mode forward without grad repacks the
+    layer's weight *in place* into a CPU inference layout (`_convert_weight_packed_for_cpu`: bf16 block scales,
+    double quantization dropped) and sets `quant_state.packing_format_for_cpu`. Nothing packs it back when
+    training resumes (only `_save_to_state_dict` does, lossily), and in training `matmul_4bit` then calls the
+    fused `gemv_4bit` kernel, which has no autograd kernel: every gradient through the frozen 4-bit weights is
+    dropped until the next checkpoint save (docs/cpu-paths.md has the reproduction). Here the layer's own
+    weight and quant state are never touched: the first inference forward packs a *copy* (kept on the layer,
+    outside its state dict), and each inference forward runs bitsandbytes' own forward with the copy swapped
+    in, then swaps the original back. Training, gradient checkpointing, DoRA's dequantization and saving all
+    see the original; inference keeps the fast packed kernel (the default model's baseline generations took
+    ~10 s packed against ~350 s unpacked). Costs one packed copy of the 4-bit weights in memory."""
+    import bitsandbytes as bnb
+
+    layer_class = bnb.nn.Linear4bit
+    if getattr(layer_class.forward, "keeps_training_layout", False):
+        return
+    original_forward = layer_class.forward
+
+    def forward(self, x):
+        if not takes_cpu_inference_layout(self, x):
+            return original_forward(self, x)
+        weight = self.weight
+        bnb.nn.modules.fix_4bit_weight_quant_state_from_module(self)
+        original = (weight.data, weight.quant_state)
+        weight.data, weight.quant_state = _inference_copy(self)
+        try:
+            return original_forward(self, x)  # sees packing_format_for_cpu set: packs nothing, uses the copy
+        finally:
+            weight.data, weight.quant_state = original
+
+    forward.keeps_training_layout = True
+    forward.original = original_forward  # bitsandbytes' own, for tests/test_patches.py
+    forward.__doc__ = original_forward.__doc__
+    layer_class.forward = forward
+
+
+def _inference_copy(layer: Any) -> tuple[Any, Any]:
+    """The layer's weight and quant state packed for bitsandbytes' CPU inference kernel, made once per
+    weight tensor (the frozen base weights never change in training) and kept on the layer."""
+    import copy
+
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu  # private in 0.50.2
+
+    weight = layer.weight
+    key = (weight.data.data_ptr(), tuple(weight.data.shape))
+    cached = layer.__dict__.get("_cpu_inference_copy")
+    if cached is None or cached[0] != key:
+        # the conversion rewrites the quant state it is given (absmax, nesting, dtype): give it a copy
+        packed = _convert_weight_packed_for_cpu(weight.data.clone(), copy.deepcopy(weight.quant_state))
+        cached = (key, packed)
+        layer.__dict__["_cpu_inference_copy"] = cached
+    return cached[1]
 
 
 BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"

@@ -32,7 +32,7 @@ from src.export import merge_adapter, save_adapter
 from src.memory import peak_memory_gb
 from src.patches import compact_lm_head_on_cpu
 from src.run_info import claim_run_dir, hparams, summary_lines, write_metrics
-from src.trainer import build_trainer, compute_dtype, planned_steps
+from src.trainer import build_trainer, compute_dtype, planned_steps, whole_run_train_loss
 
 log = logging.getLogger("src.train")
 
@@ -85,6 +85,11 @@ class TrainingRun:
     run_dir: Path | None = None
     sharded_by: str | None = None  # FSDP / ZeRO-3 (src/distributed.py): no generation, no replica check
     metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def resumed_at_step(self) -> int:
+        """The global step of the checkpoint this attempt resumed from (0 for a fresh run)."""
+        return int(self.resume_from.name.rsplit("-", 1)[1]) if self.resume_from else 0
 
     def measure_task(self) -> tuple[dict[str, float], list[dict[str, str]]]:
         """Generate answers for held-out prompts and score them (main process only: they are logged)."""
@@ -200,7 +205,9 @@ class TrainingRun:
             "global_step": state.global_step,
             "planned_steps": state.max_steps,
             "stopped_early": state.global_step < state.max_steps,
-            "train_loss": result.training_loss,
+            "train_loss": whole_run_train_loss(
+                state.log_history, self.resumed_at_step, state.global_step, result.training_loss
+            ),
             "train_tokens": tokens,
             "train_tokens_per_second": tokens / step_seconds if step_seconds else 0.0,
             "train_seconds": train_seconds,

@@ -14,12 +14,82 @@ from src import trackers
 from src.config import trains_on_cpu
 from src.console import use_console
 from src.data.collator import PackedRowsCollator
+from src.data.tokenization import IGNORE_INDEX
 from src.model import resolve_attention, torch_dtype
-from src.patches import use_collator
+from src.patches import keep_adapter_dtype, use_collator
 from src.run_info import hparams
 
 # Our schedule names → transformers scheduler types. Cosine decays to eta_min × peak, after warmup.
 SCHEDULERS = {"cosine": "cosine_with_min_lr", "linear": "linear", "constant": "constant_with_warmup"}
+
+
+class RunTrainer(SFTTrainer):
+    """TRL's SFTTrainer with evaluation that cannot change training and does not depend on batching.
+
+    - **Token-weighted eval loss.** transformers 5.23 averages eval loss per batch (`evaluation_loop`: the mean
+      of each batch's mean), so with answers of different lengths it changed with
+      `per_device_eval_batch_size` (10.832 at batch 1 vs 10.809 at 2 on four answers of 3, 51, 51 and 3
+      tokens). Here `eval_loss` is the sum of every labelled token's loss over the whole eval set divided by
+      their number, summed over processes: the same at any batch size, process count or packing. Early
+      stopping, the best checkpoint, the logs and the pruner all read this value.
+    - **No training randomness consumed.** Every DataLoader iterator draws its base seed from the global RNG,
+      so each eval (and anything run inside it: sample generation) shifted later dropout masks, and a run's
+      result depended on `eval.steps`. Evaluation runs on a forked RNG state, restored afterwards.
+    """
+
+    def evaluate(self, *args, **kwargs):
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=devices):
+            return super().evaluate(*args, **kwargs)
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        self._eval_totals = torch.zeros(2, dtype=torch.float64, device=self.args.device)  # loss sum, tokens
+        output = super().evaluation_loop(
+            dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+        )
+        loss_sum, tokens = self.accelerator.reduce(self._eval_totals, reduction="sum").tolist()
+        if tokens > 0:
+            output.metrics[f"{metric_key_prefix}_loss"] = loss_sum / tokens
+        return output
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        if loss is not None and hasattr(self, "_eval_totals"):
+            tokens = labelled_tokens(inputs)
+            self._eval_totals += torch.stack([loss.detach().double() * tokens, tokens.double()]).to(
+                self._eval_totals.device
+            )
+        return loss, logits, labels
+
+
+def labelled_tokens(inputs: dict) -> torch.Tensor:
+    """How many positions a batch's loss averages over: labels shifted by one, ignored ones not counted (as
+    TRL's fused loss and transformers' causal-LM loss count them)."""
+    if inputs.get("shift_labels") is not None:
+        return (inputs["shift_labels"] != IGNORE_INDEX).sum()
+    return (inputs["labels"][..., 1:] != IGNORE_INDEX).sum()
+
+
+def whole_run_train_loss(
+    log_history: list[dict], resumed_at: int, global_step: int, this_call: float
+) -> float:
+    """The mean training loss over every step of the run, also after `resume=true`.
+
+    transformers 5.23 divides the loss summed in *this* `train()` call by the steps of this call, so a run
+    resumed at checkpoint-20 of 30 reported the mean of steps 21-30. The steps before the resume come from the
+    checkpoint's log history (each logged `loss` is the mean since the previous log), weighted by the steps
+    each covers; `this_call` is transformers' mean over steps resumed_at+1 … global_step."""
+    if resumed_at <= 0:
+        return this_call
+    covered, total, previous = 0, 0.0, 0
+    for entry in log_history:
+        if "loss" in entry and entry.get("step", 0) <= resumed_at:
+            steps = entry["step"] - previous
+            total, covered, previous = total + entry["loss"] * steps, covered + steps, entry["step"]
+    after = global_step - resumed_at
+    return (total + this_call * after) / max(covered + after, 1)
 
 
 def compute_dtype(cfg) -> torch.dtype:
@@ -70,7 +140,7 @@ def training_arguments(cfg, output_dir: Path) -> SFTConfig:
         save_strategy="steps",
         save_steps=eval_steps,  # must line up with eval steps for load_best_model_at_end
         save_total_limit=cfg.save.save_total_limit,
-        load_best_model_at_end=True,
+        load_best_model_at_end=cfg.eval.load_best_model_at_end,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
         # logging: TensorBoard is wired explicitly (one writer per run, shared with our callbacks)
@@ -86,7 +156,7 @@ def training_arguments(cfg, output_dir: Path) -> SFTConfig:
     )
 
 
-def build_trainer(cfg, model, tokenizer, data, output_dir: Path, callbacks: list) -> SFTTrainer:
+def build_trainer(cfg, model, tokenizer, data, output_dir: Path, callbacks: list) -> RunTrainer:
     """SFTTrainer over the pre-tokenized datasets (TRL packs them; labels already carry our loss mask)."""
     args = training_arguments(cfg, output_dir)
     if cfg.eval.early_stopping_patience > 0:
@@ -99,14 +169,15 @@ def build_trainer(cfg, model, tokenizer, data, output_dir: Path, callbacks: list
         ]
     if cfg.monitor.report_to:
         callbacks = [*callbacks, trackers.TrackerParams(hparams(cfg), list(cfg.monitor.report_to))]
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=data.train,
-        eval_dataset=data.eval,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
+    with keep_adapter_dtype(model):  # src/patches.py: TRL casts QLoRA adapters to bf16, even for fp32 compute
+        trainer = RunTrainer(
+            model=model,
+            args=args,
+            train_dataset=data.train,
+            eval_dataset=data.eval,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
     use_console(trainer)  # src/console.py: one bar and one line per eval instead of a dict per step
     # On sdpa/eager, keep packed rows apart (see PackedRowsCollator). Flash attention keeps TRL's flattened
     # padding-free batches: its varlen kernels isolate examples via cu_seq_lens at no quadratic mask cost.

@@ -82,3 +82,84 @@ def test_peft_still_reads_the_deprecated_property_whose_warning_we_drop():
 
     assert 'getattr(model, "is_gradient_checkpointing"' in inspect.getsource(peft.peft_model)
     assert PEFT_DEPRECATED_READ in inspect.getsource(transformers.modeling_utils)
+
+
+def forced_packed_layer():
+    """One 4-bit NF4 layer that takes bitsandbytes' CPU inference path whatever the CPU (flag forced)."""
+    import bitsandbytes as bnb
+
+    torch.manual_seed(0)
+    layer = bnb.nn.Linear4bit(256, 256, bias=False, compute_dtype=torch.float32, quant_type="nf4")
+    layer.load_state_dict({"weight": torch.randn(256, 256) / 16})
+    layer = layer.to("cpu")  # quantizes
+    layer.support_avx512bf16_for_cpu = True
+    return layer
+
+
+def test_bitsandbytes_still_repacks_4bit_weights_in_place_and_drops_their_gradient():
+    """What keep_4bit_training_layout works around (bitsandbytes 0.50.2): its own forward packs the layer's
+    weight in place at the first inference forward, after which training gets no gradient through it. If a
+    bitsandbytes upgrade fixes this, the patch can go."""
+    import bitsandbytes as bnb
+
+    from src.patches import keep_4bit_training_layout, takes_cpu_inference_layout
+
+    keep_4bit_training_layout()
+    original_forward = bnb.nn.Linear4bit.forward.original  # bitsandbytes' own, unpatched
+    layer = forced_packed_layer()
+    x = torch.randn(4, 256, requires_grad=True)
+    original_forward(layer, x).sum().backward()
+    assert x.grad is not None
+    layer.eval()
+    probe = torch.randn(4, 256)
+    assert takes_cpu_inference_layout(layer, probe)  # our copy of its condition agrees …
+    with torch.no_grad():
+        original_forward(layer, probe)
+    assert layer.weight.quant_state.packing_format_for_cpu  # … and it packed the layer's own weight
+    assert not layer.weight.quant_state.nested  # dropping double quantization (lossy)
+    layer.train()
+    x.grad = None
+    original_forward(layer, x).sum().backward()
+    assert x.grad is None  # the fused gemv_4bit kernel has no autograd: the gradient is gone
+
+
+def test_the_patched_forward_packs_a_copy_and_trains_on_the_original():
+    from src.patches import keep_4bit_training_layout
+
+    keep_4bit_training_layout()
+    keep_4bit_training_layout()  # idempotent
+    layer = forced_packed_layer()
+    weight, absmax = layer.weight.data.clone(), layer.weight.quant_state.absmax.clone()
+    x = torch.randn(4, 256, requires_grad=True)
+    layer(x).sum().backward()
+    before = x.grad.clone()
+    layer.eval()
+    with torch.no_grad():
+        layer(torch.randn(4, 256))
+    assert "_cpu_inference_copy" in layer.__dict__
+    assert not getattr(layer.weight.quant_state, "packing_format_for_cpu", False)
+    assert torch.equal(layer.weight.data, weight) and torch.equal(layer.weight.quant_state.absmax, absmax)
+    layer.train()
+    x.grad = None
+    layer(x).sum().backward()
+    torch.testing.assert_close(x.grad, before, rtol=0, atol=0)
+    assert set(layer.state_dict()) == {
+        "weight",
+        *(f"weight.{k}" for k in layer.weight.quant_state.as_dict(packed=True)),
+    }
+
+
+def test_trl_still_casts_qlora_adapters_to_bf16_and_we_keep_them_as_peft_made_them():
+    import trl.trainer.sft_trainer as sft
+
+    from src.patches import keep_adapter_dtype
+
+    source = inspect.getsource(sft.SFTTrainer.__init__)
+    assert "param.data = param.data.to(torch.bfloat16)" in source  # what keep_adapter_dtype undoes
+    model = torch.nn.Linear(4, 4)
+    model.bias.requires_grad_(False)
+    weight = model.weight.data.clone()
+    with keep_adapter_dtype(model):
+        model.weight.data = model.weight.data.to(torch.bfloat16)  # what TRL does inside
+    assert model.weight.dtype == torch.float32
+    assert torch.equal(model.weight.data, weight)  # the original values, not a cast back from bf16
