@@ -2,10 +2,18 @@
 
 Runs, in one process on identical data, model and settings: (a) this project's trainer, (b) the usual
 one-file TRL script (SFTTrainer, packing=True, gradient checkpointing, default metrics), (c) the same
-without packing (padding), (d) a bare PEFT loop with no framework. Every variant computes in the same
-dtype: the resolved `memory.bnb_4bit_compute_dtype` (`auto` = bf16 where the hardware has it, else fp32). Reports real (non-pad) tokens/s,
-optimizer steps/s, positions per real token, peak RSS (CPU) or CUDA memory, the ratio of each to (a), and
-the step's utilisation against the machine's measured matmul throughput (MFU). Writes JSON next to it."""
+without packing (padding), (d) a bare PEFT loop with no framework, and variants of the bare loop that each
+add one thing ours has (conf/bench/default.yaml lists them), so the cost of each cause is measured. Every
+variant computes in the same dtype: the resolved `memory.bnb_4bit_compute_dtype` (`auto` = bf16 where the
+hardware has it, else fp32).
+
+Before any step is timed, each variant's first step is checked: its LoRA gradients (dropout off for that
+one step) must equal a plain forward/backward of a freshly built identical model on the very batch the
+variant trained on (its own tokenization and masks), summed cross-entropy over its labelled tokens; a
+variant that fails the check is reported as failed, not timed. Reports real (non-pad) tokens/s, optimizer
+steps/s, positions per real token, peak RSS (CPU) or CUDA memory, the ratio of each to (a) and to the bare
+loop, the gradient check's relative error, and the step's utilisation against the machine's measured matmul
+throughput (MFU). Writes JSON next to it."""
 
 from __future__ import annotations
 
@@ -34,24 +42,103 @@ class CountingCollator:
     """Wraps a collator to record real tokens and processed positions of every batch."""
 
     def __init__(self, inner):
-        self.inner, self.batches = inner, []
+        self.inner, self.batches, self.first = inner, [], None
 
     def __call__(self, features):
         batch = self.inner(features)
+        if self.first is None:  # the batch the gradient check replays
+            self.first = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         real = sum(len(f["input_ids"]) for f in features)
         self.batches.append((real, batch["input_ids"].numel()))
         return batch
 
 
 class StepTimer(TrainerCallback):
+    """Times every optimizer step; on the first (a warm-up step, never counted) switches LoRA dropout off and
+    copies the gradients just before the optimizer step, for the gradient check."""
+
     def __init__(self):
         self.seconds, self._start = [], 0.0
+        self.gradients: dict[str, torch.Tensor] | None = None
+        self._dropout: list = []
 
-    def on_step_begin(self, args, state, control, **kwargs):
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step == 0 and model is not None:
+            self._dropout = dropout_off(model)
         self._start = time.perf_counter()
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if self.gradients is None and model is not None:
+            self.gradients = trainable_gradients(model)
+            restore_dropout(self._dropout)
 
     def on_step_end(self, args, state, control, **kwargs):
         self.seconds.append(time.perf_counter() - self._start)
+
+
+def dropout_off(model) -> list:
+    """Set every LoRA dropout to p=0; returns what to restore."""
+    changed = [(m, m.p) for name, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
+    for module, _ in changed:
+        module.p = 0.0
+    return changed
+
+
+def restore_dropout(changed: list) -> None:
+    for module, p in changed:
+        module.p = p
+
+
+def trainable_gradients(model) -> dict[str, torch.Tensor]:
+    """Every trainable parameter's gradient, by the name PEFT gives it (float32 copies)."""
+    return {
+        name.replace("._checkpoint_wrapped_module", ""): p.grad.detach().float().clone()
+        for name, p in model.named_parameters()
+        if p.requires_grad and p.grad is not None
+    }
+
+
+def reference_gradients(cfg, base: str, batch: dict, max_grad_norm: float, adapter_dtype=None) -> dict:
+    """A plain forward/backward of a freshly built identical model (same seed, same LoRA init) on `batch`:
+    summed cross-entropy over the labelled (shifted) tokens divided by their number, clipped like the
+    variant. `adapter_dtype` casts the LoRA weights first (the plain TRL script's SFTTrainer keeps them in
+    bf16 for quantized models)."""
+    from src.model import build_model
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, base)
+    model.train()
+    dropout_off(model)
+    if adapter_dtype is not None:
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.to(adapter_dtype)
+    batch = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
+    logits = model(**inputs, use_cache=False).logits.float()
+    labels = batch.get("shift_labels")
+    if labels is None:
+        labels = torch.nn.functional.pad(batch["labels"][..., 1:], (0, 1), value=-100)
+    loss = (
+        torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+        )
+        / (labels != -100).sum()
+    )
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
+    gradients = trainable_gradients(model)
+    del model
+    return gradients
+
+
+def gradient_error(ours: dict, reference: dict) -> float:
+    """Relative error of the whole gradient vector: ||ours - reference|| / ||reference||."""
+    if ours.keys() != reference.keys():
+        return float("inf")
+    diff = sum(float((ours[n] - reference[n]).norm() ** 2) for n in reference) ** 0.5
+    norm = sum(float(reference[n].norm() ** 2) for n in reference) ** 0.5
+    return diff / norm if norm > 0 else float("inf")
 
 
 def planned_gb(cfg, checkpointing: bool) -> float:
@@ -97,26 +184,65 @@ def add_memory(result: dict, before_gb: float, planned: float | None, checkpoint
     return result
 
 
-def run_trainer_variant(name, cfg, base, tokenizer, data, raw_train, bench, workdir: Path) -> dict:
-    """(a) ours through build_trainer; (b)/(c) a plain TRL script's SFTTrainer with packing on/off."""
-    from trl import SFTConfig, SFTTrainer
+GRADIENT_TOLERANCE = 5e-2  # relative; a dropped gradient or a wrong mask is ~1, bf16 rounding ~1e-2
 
+
+def check_gradients(
+    result: dict, cfg, base: str, captured: dict | None, batch: dict | None, **reference
+) -> dict:
+    """The variant's first-step gradients against its own plain reference (see the module docstring)."""
+    if captured is None or batch is None:
+        error = float("inf")
+    else:
+        error = gradient_error(captured, reference_gradients(cfg, base, batch, **reference))
+    result.update(gradient_error=error, gradient_check="passed" if error <= GRADIENT_TOLERANCE else "FAILED")
+    return result
+
+
+TRAINER_VARIANTS = ("ours", "ours_callbacks", "trainer", "trl_script", "padding")
+
+
+def run_trainer_variant(name, cfg, base, tokenizer, data, raw_train, bench, workdir: Path) -> dict:
+    """ours (build_trainer; ours_callbacks: with the callbacks src.train adds), trainer (transformers'
+    Trainer over our packed rows, the model's own loss), trl_script / padding (a plain TRL script)."""
+    from transformers import Trainer
+    from trl import SFTConfig, SFTTrainer, pack_dataset
+
+    from src.data.collator import PackedRowsCollator
     from src.model import build_model
-    from src.trainer import build_trainer, compute_dtype
+    from src.trainer import build_trainer, compute_dtype, training_arguments
 
     before = release_and_reset_peak()
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, base)
     timer = StepTimer()
     steps = bench.warmup_steps + bench.measure_steps
-    if name == "ours":
-        cfg.optim.max_steps = steps
-        trainer = build_trainer(cfg, model, tokenizer, data, workdir / name, [timer])
+    cfg.optim.max_steps = steps
+    adapter_dtype = None
+    if name in ("ours", "ours_callbacks"):
+        callbacks = [
+            timer,
+            *(run_callbacks(cfg, tokenizer, workdir / name) if name == "ours_callbacks" else []),
+        ]
+        trainer = build_trainer(cfg, model, tokenizer, data, workdir / name, callbacks)
         trainer.args.eval_strategy = trainer.args.save_strategy = "no"
         trainer.args.load_best_model_at_end = False
         trainer.callback_handler.callbacks = [
             c for c in trainer.callback_handler.callbacks if type(c).__name__ != "EarlyStoppingCallback"
         ]
+    elif name == "trainer":
+        args = training_arguments(cfg, workdir / name)
+        args.eval_strategy = args.save_strategy = "no"
+        args.load_best_model_at_end = False
+        args.report_to = []
+        rows = pack_dataset(data.train, seq_length=cfg.data.max_length, strategy="bfd")
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=rows,
+            data_collator=PackedRowsCollator(tokenizer.pad_token_id),
+            callbacks=[timer],
+        )
     else:
         args = SFTConfig(
             output_dir=str(workdir / name),
@@ -141,21 +267,47 @@ def run_trainer_variant(name, cfg, base, tokenizer, data, raw_train, bench, work
         trainer = SFTTrainer(
             model=model, args=args, train_dataset=raw_train, processing_class=tokenizer, callbacks=[timer]
         )
+        if cfg.memory.load_in_4bit:
+            adapter_dtype = torch.bfloat16  # TRL 1.16 casts a quantized model's adapters (src/patches.py)
     trainer.data_collator = CountingCollator(trainer.data_collator)
     # our trainer runs with its TRL workaround (src/patches.py); the plain-TRL recipes run TRL unchanged
-    with compact_lm_head_on_cpu() if name == "ours" else contextlib.nullcontext():
+    with compact_lm_head_on_cpu() if name.startswith("ours") else contextlib.nullcontext():
         trainer.train()
     result = summarize(
         name, timer.seconds, trainer.data_collator.batches, bench.warmup_steps, peak_memory_gb()
     )
     checkpointing = bool(trainer.args.activation_checkpointing)
+    max_grad_norm, first = trainer.args.max_grad_norm, trainer.data_collator.first
     del trainer, model
     planned = planned_gb(cfg, checkpointing) if name == "ours" else None
-    return add_memory(result, before, planned, checkpointing)
+    result = add_memory(result, before, planned, checkpointing)
+    return check_gradients(
+        result, cfg, base, timer.gradients, first, max_grad_norm=max_grad_norm, adapter_dtype=adapter_dtype
+    )
 
 
-def run_bare_loop(name, cfg, base, tokenizer, data, bench) -> dict:
-    """(d) PEFT + a hand-written loop over the same packed rows: no Trainer, no metrics."""
+def run_callbacks(cfg, tokenizer, workdir: Path) -> list:
+    """The callbacks src.train adds around the trainer (TensorBoard, throughput, samples, divergence guard),
+    with a real TensorBoard writer; no evaluation runs in the bench, so no samples are generated."""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    from src.callbacks import NonFiniteLossCallback, SampleGenerationCallback, ThroughputCallback
+
+    writer = SummaryWriter(log_dir=str(workdir / "tensorboard"))
+    return [
+        TensorBoardCallback(tb_writer=writer),
+        ThroughputCallback(writer),
+        SampleGenerationCallback(
+            writer, tokenizer, [], cfg.eval.max_new_tokens, cfg.monitor.samples_every_evals
+        ),
+        NonFiniteLossCallback(),
+    ]
+
+
+def run_bare_loop(name, cfg, base, tokenizer, data, bench, adapter_dtype=None) -> dict:
+    """PEFT + a hand-written loop over the same packed rows: no Trainer, no metrics. `adapter_dtype` casts
+    the LoRA weights first (bare_bf16_adapters: what TRL does to a quantized model's adapters)."""
     from trl import pack_dataset
 
     from src.data.collator import PackedRowsCollator
@@ -166,6 +318,10 @@ def run_bare_loop(name, cfg, base, tokenizer, data, bench) -> dict:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, base)
     model.train()
+    if adapter_dtype is not None:
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.to(adapter_dtype)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=cfg.optim.learning_rate
     )
@@ -173,22 +329,38 @@ def run_bare_loop(name, cfg, base, tokenizer, data, bench) -> dict:
     collate = CountingCollator(PackedRowsCollator(tokenizer.pad_token_id))
     b = cfg.memory.per_device_train_batch_size
     seconds = []
+    gradients = None
     dtype = compute_dtype(cfg)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     for step in range(bench.warmup_steps + bench.measure_steps):
         start = (step * b) % max(len(rows) - b, 1)
-        batch = collate([rows[i] for i in range(start, start + b)])
+        batch = {
+            k: v.to(model.device) for k, v in collate([rows[i] for i in range(start, start + b)]).items()
+        }
+        dropout = dropout_off(model) if step == 0 else []
         began = time.perf_counter()
-        device = "cuda" if torch.cuda.is_available() else "cpu"
         with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
             loss = model(**batch, use_cache=False).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
+        if step == 0:
+            gradients = trainable_gradients(model)
+            restore_dropout(dropout)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         seconds.append(time.perf_counter() - began)
     result = summarize(name, seconds, collate.batches, bench.warmup_steps, peak_memory_gb())
     del model, optimizer
-    return add_memory(result, before, None, bool(cfg.memory.gradient_checkpointing))
+    result = add_memory(result, before, None, bool(cfg.memory.gradient_checkpointing))
+    return check_gradients(
+        result,
+        cfg,
+        base,
+        gradients,
+        collate.first,
+        max_grad_norm=cfg.optim.max_grad_norm,
+        adapter_dtype=adapter_dtype,
+    )
 
 
 def matmul_flops_per_second(hidden: int, intermediate: int, tokens: int, dtype: torch.dtype) -> float:
@@ -217,6 +389,24 @@ def training_flops_per_token(cfg, checkpointing: bool) -> float:
     head = 2 * 2 * shapes.hidden * shapes.vocab
     attention = shapes.layers * 2 * 2 * 2 * cfg.data.max_length / 2 * shapes.heads * shapes.head_dim
     return passes * 2 * linear + lora + head + attention
+
+
+def cpu_description() -> str:
+    """The CPU model and whether it has AVX512-BF16 (the figures differ between CPU kinds)."""
+    import platform
+
+    from src.patches import cpu_has_native_bf16
+
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    kind = "AVX512-BF16/AMX (bf16 in hardware)" if cpu_has_native_bf16() else "no bf16 instructions (AVX2)"
+    return f"{name}, {kind}, {torch.get_num_threads()} threads"
 
 
 def _optional(value: float | None, spec: str) -> str:
@@ -263,26 +453,47 @@ def main(argv: list[str] | None = None) -> None:
     checkpointing, why = resolve_checkpointing(ours_cfg)
     ours_cfg.memory.gradient_checkpointing = checkpointing
     log.info("ours: gradient checkpointing %s (%s)", "on" if checkpointing else "off", why)
-    bare_no_ckpt = copy.deepcopy(cfg)
-    bare_no_ckpt.memory.gradient_checkpointing = False
+    # the bare loop and its one-difference variants run with ours' checkpointing decision ("same setting")
+    bare_cfg = copy.deepcopy(cfg)
+    bare_cfg.memory.gradient_checkpointing = checkpointing
+    bare_ckpt = copy.deepcopy(cfg)
+    bare_ckpt.memory.gradient_checkpointing = True
+    no_dropout = copy.deepcopy(bare_cfg)
+    no_dropout.lora.dropout = 0.0
+    bare_runs = {
+        "bare": (bare_cfg, None),
+        "bare_ckpt": (bare_ckpt, None),
+        "bare_bf16_adapters": (bare_cfg, torch.bfloat16),
+        "bare_dropout0": (no_dropout, None),
+    }
+    unknown = [name for name in bench.variants if name not in {*bare_runs, *TRAINER_VARIANTS}]
+    if unknown:
+        sys.exit(f"bench.variants: unknown {unknown}; known: {sorted({*bare_runs, *TRAINER_VARIANTS})}")
     results = []
     with tempfile.TemporaryDirectory() as workdir:
         for name in bench.variants:
             log.info("== %s", name)
-            if name == "bare":
-                results.append(run_bare_loop(name, cfg, base, tokenizer, data, bench))
-            elif name == "bare_no_ckpt":
-                results.append(run_bare_loop(name, bare_no_ckpt, base, tokenizer, data, bench))
+            if name in bare_runs:
+                variant_cfg, adapter_dtype = bare_runs[name]
+                results.append(
+                    run_bare_loop(
+                        name, variant_cfg, base, tokenizer, data, bench, adapter_dtype=adapter_dtype
+                    )
+                )
             else:
-                variant_cfg = ours_cfg if name == "ours" else cfg
+                variant_cfg = copy.deepcopy(
+                    ours_cfg if name in ("ours", "ours_callbacks", "trainer") else cfg
+                )
                 results.append(
                     run_trainer_variant(
                         name, variant_cfg, base, tokenizer, data, raw_train, bench, Path(workdir)
                     )
                 )
     reference = next((r for r in results if r["variant"] == "ours"), results[0])
+    bare = next((r for r in results if r["variant"] == "bare"), None)
     for r in results:
         r["tokens_per_second_vs_ours"] = r["tokens_per_second"] / reference["tokens_per_second"]
+        r["tokens_per_second_vs_bare"] = r["tokens_per_second"] / bare["tokens_per_second"] if bare else None
         r["peak_memory_vs_ours"] = r["peak_memory_gb"] / reference["peak_memory_gb"]
     shapes = cfg.model.architecture
     dtype = compute_dtype(cfg)
@@ -290,27 +501,36 @@ def main(argv: list[str] | None = None) -> None:
     for r in results:
         flops = training_flops_per_token(cfg, r["gradient_checkpointing"])
         r["mfu_vs_measured_matmul"] = r["tokens_per_second"] * flops / peak
-    print(f"\ncompute dtype {dtype}; measured matmul throughput: {peak / 1e9:.1f} GFLOP/s")
+    print(
+        f"\nCPU: {cpu_description()}"
+        if not torch.cuda.is_available()
+        else f"\nGPU: {torch.cuda.get_device_name()}"
+    )
+    print(f"compute dtype {dtype}; measured matmul throughput: {peak / 1e9:.1f} GFLOP/s")
     header = (
-        f"{'variant':12} {'ckpt':>4} {'tokens/s':>9} {'× ours':>7} {'steps/s':>8} {'pos/token':>9} "
-        f"{'peak GB':>8} {'train GB':>8} {'plan GB':>8} {'plan err':>8} {'MFU':>6}"
+        f"{'variant':18} {'ckpt':>4} {'tokens/s':>9} {'× ours':>7} {'× bare':>7} {'steps/s':>8} "
+        f"{'pos/token':>9} {'peak GB':>8} {'train GB':>8} {'plan GB':>8} {'plan err':>8} {'MFU':>6} "
+        f"{'grad err':>9} {'grad check':>10}"
     )
     print(header)
     for r in results:
         print(
-            f"{r['variant']:12} {'on' if r['gradient_checkpointing'] else 'off':>4} "
+            f"{r['variant']:18} {'on' if r['gradient_checkpointing'] else 'off':>4} "
             f"{r['tokens_per_second']:9.1f} {r['tokens_per_second_vs_ours']:7.2f} "
+            f"{_optional(r['tokens_per_second_vs_bare'], '7.2f')} "
             f"{r['steps_per_second']:8.3f} {r['positions_per_real_token']:9.2f} {r['peak_memory_gb']:8.2f} "
             f"{r['training_memory_gb']:8.2f} {_optional(r['planned_memory_gb'], '8.2f')} "
             f"{_optional(r['plan_error'], '8.1%')} "
-            f"{r['mfu_vs_measured_matmul']:6.1%}"
+            f"{r['mfu_vs_measured_matmul']:6.1%} {r['gradient_error']:9.1e} {r['gradient_check']:>10}"
         )
+    failed = [r["variant"] for r in results if r["gradient_check"] != "passed"]
     out = Path(bench.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(
             {
                 "compute_dtype": str(dtype),
+                "cpu": cpu_description(),
                 "matmul_flops_per_second": peak,
                 "settings": train_overrides,
                 "results": results,
@@ -319,6 +539,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     )
     print(f"wrote {out}")
+    if failed:  # a fast but wrong step must not count: its figures above are not comparable
+        sys.exit(f"gradient check FAILED for {', '.join(failed)} (relative error > {GRADIENT_TOLERANCE:g})")
 
 
 if __name__ == "__main__":
