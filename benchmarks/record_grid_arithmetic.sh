@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Records benchmarks/grid_arithmetic.csv, the second grid behind docs/sweeps.md (task 2, arithmetic), on CPU
-# (about 3 hours on 2 cores; every step resumes where it stopped, also on a machine that has only the CSV):
+# (about 2 hours on one core of a 2-core CPU; every step resumes where it stopped, also on a machine that has
+# only the CSV):
 #   bash benchmarks/record_grid_arithmetic.sh
 # 1. the grid: 6 learning rates x warmup {0, 0.05, 0.15} x epochs {1, 3} at r16 (36 trials);
 # 2. the noise floor: 3 configurations, each with seeds 43 and 44 (seed 42 is the grid's own run);

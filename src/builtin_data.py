@@ -302,8 +302,9 @@ def extract_json_hard_examples(count: int, seed: int = 0) -> list[dict]:
 
 
 # The second grid's task (`arithmetic`): another skill than extraction, so a sweep design tuned on one task
-# can be checked on the other. Each step's result is a number the model must compute, so eval loss cannot
-# reach zero on a 135M model in a few epochs and over-training on 48 examples costs eval loss.
+# can be checked on the other. Small numbers on purpose: SmolLM2-135M half-knows such sums and products, so
+# training keeps improving how often each step's result is right (eval loss does not flatten at the floor
+# of results it cannot compute, as with 3-digit products), and over-training 48 examples costs eval loss.
 ARITHMETIC_STEPS = (
     ("add", "+"),
     ("subtract", "-"),
@@ -322,15 +323,16 @@ def _apply(value: int, symbol: str, operand: int) -> int:
 
 def arithmetic_examples(count: int, seed: int = 0) -> list[dict]:
     """`count` multi-step arithmetic conversations: three operations applied left to right to a start
-    number, answered one line per step and a last line `Answer: N` (never negative; multipliers 2-9)."""
+    number (2-20), answered one line per step and a last line `Answer: N`. Operands 2-12 for sums and
+    differences, 2-3 for products; a difference that would go below zero becomes a sum."""
     rng = random.Random(seed)
     rows = []
     for _ in range(count):
-        value = rng.randint(2, 60)
+        value = rng.randint(2, 20)
         start, words, lines = value, [], []
         for _step in range(3):
             verb, symbol = rng.choice(ARITHMETIC_STEPS)
-            operand = rng.randint(2, 9) if symbol == "*" else rng.randint(2, 99)
+            operand = rng.randint(2, 3) if symbol == "*" else rng.randint(2, 12)
             if symbol == "-" and operand > value:
                 verb, symbol = "add", "+"
             result = _apply(value, symbol, operand)

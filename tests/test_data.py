@@ -580,3 +580,31 @@ def test_report_goes_to_tensorboard(tokenizer, tmp_path):
         assert (histogram.min, histogram.max) == (report[split]["min"], report[split]["max"])
     text = events.Tensors("data/report/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "padding to max_length wastes" in text and "format=messages" in text
+
+
+def test_the_arithmetic_task_is_right_and_fits_one_example_per_grid_row(tokenizer):
+    """Grid 2's task: every worked step is correct, results stay non-negative, the last line is the answer,
+    and each example fits a 128-token row alone (so a 1-epoch grid trial has 24 steps and 8 evals)."""
+    import re
+
+    from src.builtin_data import arithmetic_examples
+
+    rows = arithmetic_examples(64, seed=42)
+    assert rows == arithmetic_examples(64, seed=42) and rows != arithmetic_examples(64, seed=43)
+    for row in rows:
+        prompt, answer = (m["content"] for m in row["messages"])
+        *steps, last = answer.split("\n")
+        assert len(steps) == 3
+        value = int(re.search(r"(\d+)", prompt).group(1))  # the start number comes first
+        for line in steps:
+            left, symbol, right, _, result = line.split()
+            assert int(left) == value
+            value = {"+": int(left) + int(right), "-": int(left) - int(right), "*": int(left) * int(right)}[
+                symbol
+            ]
+            assert int(result) == value >= 0
+        assert last == f"Answer: {value}"
+        length = len(
+            tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"]
+        )
+        assert 64 < length <= 128
