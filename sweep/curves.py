@@ -51,8 +51,10 @@ TRIAL_COLUMNS = (
 # The model a grid was recorded on, so replay can derive a preset's model-aware prior for that grid
 # (sweep/lr_prior.py); empty in CSVs written before these columns existed (both were SmolLM2-135M).
 MODEL_KEYS = ("model.name", "model.architecture.model_type", "model.architecture.hidden_size")
+# Settings recorded for reading the CSV (a grid pins them; the dropout study varies lora.dropout)
+SETTING_KEYS = ("lora.dropout",)
 EVAL_COLUMNS = ("step", "schedule_fraction", "tokens_seen", "eval_loss")
-COLUMNS = (*TRIAL_COLUMNS, *CONFIG_KEYS, *MODEL_KEYS, *EVAL_COLUMNS)
+COLUMNS = (*TRIAL_COLUMNS, *CONFIG_KEYS, *SETTING_KEYS, *MODEL_KEYS, *EVAL_COLUMNS)
 
 
 def config_value(config: dict[str, Any], dotted: str) -> Any:
@@ -76,7 +78,7 @@ def trial_rows(trial_dir: Path, study: str) -> list[dict[str, Any]]:
     if metrics.get("status") not in ("finished", "pruned"):
         return []
     config = OmegaConf.to_container(OmegaConf.load(config_file))
-    settings = {key: config_value(config, key) for key in (*CONFIG_KEYS, *MODEL_KEYS)}
+    settings = {key: config_value(config, key) for key in (*CONFIG_KEYS, *SETTING_KEYS, *MODEL_KEYS)}
     if settings["lora.alpha"] is None and settings["lora.r"] is not None:
         settings["lora.alpha"] = 2 * settings["lora.r"]  # alpha: null means 2 × r
     trial = {
