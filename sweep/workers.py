@@ -5,8 +5,8 @@
 
 starts `python -m src.train -m <overrides>` K times per GPU (K times in all when no GPU is visible), each
 worker pinned to its GPU (CUDA_VISIBLE_DEVICES) and given an equal share of the cores (OMP_NUM_THREADS),
-all on the study the overrides name; it prefixes their output with the worker's name, keeps each worker's
-output in <sweep dir>/workers/<name>.log, forwards Ctrl-C, waits, and exits non-zero if any worker failed.
+all on the study the overrides name; it prefixes their output with the worker's name, adds each worker's
+output to <sweep dir>/workers/<name>.log, forwards Ctrl-C, waits, and exits non-zero if any worker failed.
 
 Why workers, not hydra.sweeper.n_jobs: the sweeper asks n_jobs trials, hands them to Hydra's launcher as one
 batch and gets the batch's results back together (Launcher.launch returns a list; the joblib launcher is one
@@ -17,7 +17,9 @@ everything workers must agree on already lives in the study's storage and in the
 total and races for the last place (sweep.places), dead workers' trials (sweep.liveness), one best trial
 reported by all. This module therefore only starts, pins, watches and stops processes. A worker's trials run
 in its own process one after another, so a GPU holds K models at a time; each worker frees its trial's
-memory before the next (src.train's release_memory).
+memory before the next (src.train's release_memory). The trials share the caches as any parallel trials
+do: the tokenized data behind a file lock (src/data/cache.py), the baseline written atomically but unlocked
+(src/baseline.py: workers whose first trials start together may each measure it once, with equal results).
 """
 
 from __future__ import annotations
@@ -189,7 +191,7 @@ def run_workers(workers: list[Worker], command: list[str], log_dir: Path) -> int
 
 
 def _relay(name: str, stream: IO[str], log_file: Path, lock: threading.Lock) -> None:
-    with open(log_file, "w") as log_stream:
+    with open(log_file, "a") as log_stream:  # a resumed sweep adds to it
         for line in stream:
             log_stream.write(line)
             with lock:
