@@ -1,20 +1,30 @@
 """Replay sweep strategies against recorded curves: what a sampler and pruner would have found, in seconds.
 
-    python -m sweep.replay benchmarks/grid_default.csv                     # the strategies of conf/replay
-    python -m sweep.replay benchmarks/grid_default.csv hparams_search=default replay.seeds=20
+    python -m sweep.replay                                                  # conf/replay: both recorded grids
+    python -m sweep.replay benchmarks/grid_gpu.csv benchmarks/grid_arithmetic.csv replay.seeds=20
+    python -m sweep.replay benchmarks/grid_gpu.csv hparams_search=default,previous_default
     python -m sweep.replay outputs/sweeps/my_study                          # your own finished study
 
 A strategy is an `hparams_search` preset (plus overrides): its real Optuna sampler, pruner, search space,
 enqueued trials, early stopping and reporting unit. Each replayed trial's sampled configuration is snapped
-to the nearest recorded one (log scale for numbers), and that configuration's recorded evals are reported
-to the pruner one by one, as the training job would, until it is pruned, stopped early or finished. Its
-cost is the optimizer steps it ran; its value is its best eval loss so far, as a real trial's objective.
+to the nearest recorded one (log scale for numbers; a key the grid recorded at one value, such as the GPU
+grid's warmup, snaps to that value), and that configuration's recorded evals are reported to the pruner one
+by one, as the training job would, until it is pruned, stopped early or finished. Its cost is the optimizer
+steps it ran; its value is its best eval loss so far, as a real trial's objective.
+
+Several grids replay in one run, each with every strategy. A preset is composed for each grid's own model
+(its curves' model columns), so a model-derived learning-rate prior (sweep/lr_prior.py) is the one a sweep
+on that grid's model would use. A curves CSV without model columns (written before they existed, as
+benchmarks/grid_gpu.csv) is taken as recorded on SmolLM2-135M-Instruct (llama, hidden 576), the model
+every grid of that time ran.
 
 Regret of a sweep after a budget of optimizer steps = (best value among the trials finished within the
 budget - the best recorded value) / (untrained baseline - the best recorded value), in percent: 0 means the
 sweep found the best recorded configuration, 100 means it found nothing better than the untrained model
 (also the value before any trial finished). Normalising by what training can gain keeps regret meaningful
-when losses approach zero. Budgets are fractions of the recorded grid's total optimizer steps.
+when losses approach zero. Budgets are fractions of the recorded grid's total optimizer steps. The target
+at `replay.target_budget` is a median regret of at most max(1%, the grid's noise floor), with the grid's
+best configuration pruned in at most 1 of 20 seeds.
 """
 
 from __future__ import annotations
@@ -31,11 +41,20 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from sweep.curves import CONFIG_KEYS, read_csv
+from sweep.curves import CONFIG_KEYS, MODEL_KEYS, SETTING_KEYS, read_csv
+from sweep.lr_prior import short
 from sweep.space import grid_choices, search_space
 from sweep.study import OPTUNA_TARGETS
 
 log_scale_keys = ("optim.learning_rate", "lora.r", "lora.alpha", "optim.num_train_epochs")
+RUN_KEYS = (*CONFIG_KEYS, *SETTING_KEYS)  # what defines a recorded configuration (the seed aside)
+# The model of a curves CSV written before the model columns existed: every grid of that time (GPU, CPU)
+# ran the default model.
+ASSUMED_MODEL = {
+    "model.name": "SmolLM2-135M-Instruct",
+    "model.architecture.model_type": "llama",
+    "model.architecture.hidden_size": 576,
+}
 
 
 @dataclass
@@ -54,13 +73,16 @@ class Curve:
 
 @dataclass
 class Recording:
-    """The recorded grid (one curve per configuration), the untrained baseline and the seed repeats."""
+    """The recorded grid (one curve per configuration), the untrained baseline, the seed repeats and the
+    model it was recorded on."""
 
     curves: dict[tuple, Curve]
     keys: tuple[str, ...]  # the config keys that vary across the grid
     fixed: dict[str, Any]  # the keys that do not
     baseline: float
     repeats: dict[tuple, list[float]] = field(default_factory=dict)  # config -> best loss of every seed
+    model: dict[str, Any] = field(default_factory=lambda: dict(ASSUMED_MODEL))  # MODEL_KEYS -> value
+    model_assumed: bool = True  # no model columns: ASSUMED_MODEL
 
     @property
     def best(self) -> float:
@@ -79,6 +101,17 @@ class Recording:
         if value is None:
             return 100.0
         return 100.0 * (value - self.best) / (self.baseline - self.best)
+
+    def value_range(self, key: str) -> tuple[float, float] | None:
+        """The lowest and highest recorded value of a numeric key (one value for a key the grid fixes);
+        None for a key the grid did not record or that is not a number."""
+        if key in self.keys:
+            values = [config[self.keys.index(key)] for config in self.curves]
+        else:
+            values = [self.fixed.get(key)]
+        if not values or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            return None
+        return min(values), max(values)
 
     def noise_floor(self) -> dict[str, Any] | None:
         """Spread of the best eval loss across seeds of the same configuration, in loss and regret units:
@@ -110,11 +143,23 @@ def _curves_from_rows(rows: list[dict[str, Any]]) -> tuple[list[Curve], list[flo
     for trial_rows in by_trial.values():
         first = trial_rows[0]
         evals = sorted((r["step"], r["schedule_fraction"], r["eval_loss"]) for r in trial_rows)
-        config = {key: first.get(key) for key in CONFIG_KEYS}
+        config = {key: first.get(key) for key in RUN_KEYS}
         curves.append(Curve(config, first["planned_steps"], evals, first["status"] == "finished"))
         if first.get("baseline_eval_loss") is not None:
             baselines.append(first["baseline_eval_loss"])
     return curves, baselines
+
+
+def recorded_model(rows: list[dict[str, Any]], source: Path) -> dict[str, Any] | None:
+    """The model the rows were recorded on (MODEL_KEYS -> value), or None when they do not say."""
+    models = {tuple(row.get(key) for key in MODEL_KEYS) for row in rows}
+    models.discard((None,) * len(MODEL_KEYS))
+    if not models:
+        return None
+    if len(models) > 1:
+        names = ", ".join(sorted(str(m[0]) for m in models))
+        raise SystemExit(f"{source} holds curves of several models ({names}); replay one grid per model.")
+    return dict(zip(MODEL_KEYS, models.pop()))
 
 
 def build_recording(curves: list[Curve], baselines: list[float]) -> Recording:
@@ -125,8 +170,8 @@ def build_recording(curves: list[Curve], baselines: list[float]) -> Recording:
         raise SystemExit("No finished trial with an eval history found.")
     if not baselines:
         raise SystemExit("The recording has no untrained baseline (eval.before_training=false?).")
-    keys = tuple(k for k in CONFIG_KEYS if k != "seed" and len({repr(c.config.get(k)) for c in curves}) > 1)
-    fixed = {k: curves[0].config.get(k) for k in CONFIG_KEYS if k not in keys and k != "seed"}
+    keys = tuple(k for k in RUN_KEYS if k != "seed" and len({repr(c.config.get(k)) for c in curves}) > 1)
+    fixed = {k: curves[0].config.get(k) for k in RUN_KEYS if k not in keys and k != "seed"}
     grid: dict[tuple, Curve] = {}
     repeats: dict[tuple, list[float]] = defaultdict(list)
     seeds = [c.config.get("seed") for c in curves]
@@ -138,16 +183,62 @@ def build_recording(curves: list[Curve], baselines: list[float]) -> Recording:
     return Recording(grid, keys, fixed, statistics.median(baselines), dict(repeats))
 
 
-def load_recording(source: Path, study_name: str | None = None) -> Recording:
+def load_recording(source: Path) -> Recording:
     """A recording from a curves CSV (sweep.curves) or from a finished sweep folder: its trial folders
-    hold the curves (pruned trials' curves end where they were pruned)."""
+    hold the curves (pruned trials' curves end where they were pruned). Without model columns the
+    recording is taken as SmolLM2-135M-Instruct's (ASSUMED_MODEL)."""
     if source.is_file() and source.suffix == ".csv":
-        return build_recording(*_curves_from_rows(read_csv(source)))
-    if source.is_dir():
+        rows = read_csv(source)
+    elif source.is_dir():
         from sweep.curves import sweep_rows
 
-        return build_recording(*_curves_from_rows(list(sweep_rows(source))))
-    raise SystemExit(f"{source} is neither a curves CSV nor a sweep folder.")
+        rows = list(sweep_rows(source))
+    elif not source.exists():
+        raise SystemExit(
+            f"{source} does not exist: give a curves CSV (python -m sweep.curves) or a sweep folder; the "
+            "recorded grids are made by the scripts in benchmarks/ (docs/sweeps.md)."
+        )
+    else:
+        raise SystemExit(f"{source} is neither a curves CSV nor a sweep folder.")
+    recording = build_recording(*_curves_from_rows(rows))
+    model = recorded_model(rows, source)
+    if model is not None:
+        recording.model, recording.model_assumed = model, False
+    return recording
+
+
+def model_overrides(model: dict[str, Any]) -> list[str]:
+    """The overrides that compose a run on the grid's model, for its learning-rate prior: the conf/model
+    option of that name if there is one, and the recorded hidden size and family; a model known only by
+    name has its prior read from its own config.json (sweep/lr_prior.py)."""
+    from omegaconf import OmegaConf
+
+    from src.config import CONF_DIR
+
+    name = model.get("model.name")
+    option = next(
+        (
+            p.stem
+            for p in sorted((CONF_DIR / "model").glob("*.yaml"))
+            if OmegaConf.load(p).get("name") == name
+        ),
+        None,
+    )
+    words = [f"model={option}"] if option else [f"model.name={json.dumps(str(name))}"]
+    hidden_size, model_type = (
+        model.get("model.architecture.hidden_size"),
+        model.get("model.architecture.model_type"),
+    )
+    if hidden_size is not None:
+        words.append(f"model.architecture.hidden_size={int(hidden_size)}")
+        words.append(
+            f"model.architecture.model_type={json.dumps(model_type)}"
+            if model_type
+            else "model.architecture.model_type=null"
+        )
+    elif option is None:
+        words.append("model.architecture=null")
+    return words
 
 
 # --- strategies --------------------------------------------------------------------------------------
@@ -182,7 +273,7 @@ def compose_strategy(name: str, overrides: list[str]) -> Strategy:
         raise SystemExit(f"Strategy {name!r} ({' '.join(overrides)}) is not an Optuna sweep preset.")
     run = OmegaConf.to_container(cfg, resolve=False)
     fixed = {}
-    for key in CONFIG_KEYS:
+    for key in RUN_KEYS:
         node: Any = run
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
@@ -216,7 +307,9 @@ def snap(recording: Recording, params: dict[str, Any], strategy: Strategy) -> tu
     """The recorded configuration nearest to a sampled one: per key, the distance on its (log) axis divided
     by the recorded range of that key, summed; a differing non-numeric value counts as the whole range.
     Nearest over whole configurations, so a partly recorded grid or an irregular study of the user's works.
-    Keys the strategy does not search take its fixed value (alpha = 2r follows the sampled rank)."""
+    Keys the strategy does not search take its fixed value (alpha = 2r follows the sampled rank). A key the
+    grid recorded at one value is not compared: every sampled value snaps to it (the GPU grid's warmup).
+    A value beyond the grid's range snaps to its edge (counted by `outside_grid`)."""
     wanted = []
     for key in recording.keys:
         value = params.get(key, strategy.fixed.get(key))
@@ -278,12 +371,15 @@ def make_pruner(strategy: Strategy) -> optuna.pruners.BasePruner:
 
 
 def run_curve(trial: optuna.Trial, curve: Curve, strategy: Strategy) -> tuple[float, int, bool]:
-    """Report a recorded curve to the trial as the job's PruningCallback would; early stopping as
-    transformers' EarlyStoppingCallback would. Returns (best eval loss, steps run, pruned)."""
+    """Report a recorded curve to the trial as the job's PruningCallback would (nothing inside the curve's
+    own warmup: the replayed trial is the recorded run); early stopping as transformers'
+    EarlyStoppingCallback would. Returns (best eval loss, steps run, pruned)."""
     from sweep.pruning import report_step
 
     best, stalls = math.inf, 0
-    warmup_steps = math.ceil(strategy.warmup_ratio * curve.planned_steps)
+    warmup_ratio = curve.config.get("optim.warmup_ratio")
+    warmup_ratio = strategy.warmup_ratio if warmup_ratio is None else warmup_ratio
+    warmup_steps = math.ceil(warmup_ratio * curve.planned_steps)
     for step, _fraction, loss in curve.evals:
         if loss < best - strategy.early_stopping_threshold:
             stalls = 0
@@ -301,16 +397,33 @@ def run_curve(trial: optuna.Trial, curve: Curve, strategy: Strategy) -> tuple[fl
 
 @dataclass
 class SweepTrace:
-    """One replayed sweep: for every trial, the cumulative steps when it ended, its value and outcome."""
+    """One replayed sweep: for every trial, the cumulative steps when it ended, its value and outcome, and
+    which of its sampled values lay beyond the grid (snapped to its edge)."""
 
     ends: list[int] = field(default_factory=list)
     values: list[float | None] = field(default_factory=list)  # None for pruned trials
     configs: list[tuple] = field(default_factory=list)
     pruned: list[bool] = field(default_factory=list)
+    outside: list[dict[str, str]] = field(default_factory=list)  # sampled key -> "below" or "above"
 
     def best_within(self, budget: float) -> float | None:
         found = [v for end, v in zip(self.ends, self.values) if end <= budget and v is not None]
         return min(found) if found else None
+
+
+def outside_grid(recording: Recording, params: dict[str, Any]) -> dict[str, str]:
+    """The sampled values below or above the range the grid recorded for their key (a key recorded at one
+    value: any other value); snapping moves each to the grid's edge."""
+    found = {}
+    for key, value in params.items():
+        bounds = recording.value_range(key)
+        if bounds is None or not isinstance(value, int | float):
+            continue
+        if value < bounds[0] and not math.isclose(value, bounds[0], rel_tol=1e-9):
+            found[key] = "below"
+        elif value > bounds[1] and not math.isclose(value, bounds[1], rel_tol=1e-9):
+            found[key] = "above"
+    return found
 
 
 def replay_sweep(recording: Recording, strategy: Strategy, seed: int, max_steps: float) -> SweepTrace:
@@ -342,6 +455,7 @@ def replay_sweep(recording: Recording, strategy: Strategy, seed: int, max_steps:
         trace.values.append(None if pruned else value)
         trace.configs.append(config)
         trace.pruned.append(pruned)
+        trace.outside.append(outside_grid(recording, params))
     return trace
 
 
@@ -352,11 +466,19 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (index - low)
 
 
-def summarize(recording: Recording, name: str, traces: list[SweepTrace], budgets: list[float]) -> dict:
+def target_regret(recording: Recording) -> float:
+    """The median regret a strategy should reach: max(1%, the grid's noise floor); 1% without seeds."""
+    noise = recording.noise_floor()
+    return max(1.0, noise["floor_regret_percent"]) if noise else 1.0
+
+
+def summarize(
+    recording: Recording, name: str, traces: list[SweepTrace], budgets: list[float], target_budget: float
+) -> dict:
     total = recording.total_steps
     best_config = recording.best_config
     row: dict[str, Any] = {"strategy": name, "seeds": len(traces)}
-    for budget in budgets:
+    for budget in sorted({*budgets, target_budget}):
         regrets = [recording.regret(t.best_within(budget * total)) for t in traces]
         row[f"median_regret@{budget:g}"] = statistics.median(regrets)
         row[f"p90_regret@{budget:g}"] = percentile(regrets, 0.9)
@@ -365,26 +487,197 @@ def summarize(recording: Recording, name: str, traces: list[SweepTrace], budgets
     row["grid_best_pruned_seeds"] = sum(
         any(c == best_config and p for c, p in zip(t.configs, t.pruned)) for t in traces
     )
+    trials = sum(len(t.ends) for t in traces)
+    searched = {key for t in traces for outside in t.outside for key in outside}
+    searched = sorted(searched, key=lambda k: (RUN_KEYS.index(k) if k in RUN_KEYS else len(RUN_KEYS), k))
+    row["outside_grid"] = {  # share of all replayed trials whose sampled value lay below / above the grid
+        key: {
+            side: sum(o.get(key) == side for t in traces for o in t.outside) / trials
+            for side in ("below", "above")
+        }
+        for key in searched
+    }
+    row["target_met"] = (
+        row[f"median_regret@{target_budget:g}"] <= target_regret(recording)
+        and row["grid_best_pruned_seeds"] <= len(traces) / 20
+    )
     return row
+
+
+# --- what each grid says about the strategies ----------------------------------------------------------
+
+
+def learning_rate_against_rule(recording: Recording, prior: Any) -> dict[str, Any] | None:
+    """Where the published rule's learning rate for the grid's model (`prior`, sweep/lr_prior.py) sits
+    against the learning rate of the grid's best configuration, and against the grid's range."""
+    bounds = recording.value_range("optim.learning_rate")
+    if bounds is None:
+        return None
+    best = dict(zip(recording.keys, recording.best_config)).get(
+        "optim.learning_rate", recording.fixed.get("optim.learning_rate")
+    )
+    low, high = bounds
+    edge = None
+    if low < high:
+        edge = "top" if math.isclose(best, high) else "bottom" if math.isclose(best, low) else None
+    return {
+        "rule": prior.learning_rate,
+        "rule_from": prior.describe(),
+        "best": best,
+        "rule_over_best": prior.learning_rate / best,
+        "grid_range": [low, high],
+        "rule_in_grid": low <= prior.learning_rate <= high,
+        "best_at_grid_edge": edge,
+    }
+
+
+def differs_from_grid(recording: Recording, strategy: Strategy) -> dict[str, list[Any]]:
+    """Settings the strategy fixes (does not search) at another value than the one the grid recorded for
+    every curve: the replay uses the grid's curves anyway, so they are named beside its results."""
+    found = {}
+    for key, grid_value in recording.fixed.items():
+        value = strategy.fixed.get(key)
+        if grid_value is None or value is None or key in strategy.params:
+            continue
+        numbers = all(isinstance(v, int | float) for v in (value, grid_value))
+        if not (numbers and math.isclose(value, grid_value)):
+            found[key] = [value, grid_value]
+    return found
+
+
+def touches_model(overrides: list[str]) -> bool:
+    """Whether overrides choose the model themselves (then the grid's model is not imposed)."""
+    return any(word.lstrip("+~").split("=")[0].split(".")[0] == "model" for word in overrides)
+
+
+def grid_prior(model_words: list[str]) -> Any:
+    """The learning-rate prior (sweep/lr_prior.py) of the run these model overrides compose."""
+    from src.config import compose
+    from sweep.lr_prior import model_prior
+
+    return model_prior(compose(model_words).model)
+
+
+def replay_grid(
+    label: str,
+    source: Path,
+    strategies: dict[str, dict[str, Any]],
+    settings: dict[str, Any],
+    composed: dict[tuple, Strategy],
+) -> dict[str, Any]:
+    """Every strategy replayed `settings.seeds` times on one grid, each composed for the grid's model."""
+    import dataclasses
+
+    recording = load_recording(source)
+    budgets = [float(b) for b in settings["budgets"]]
+    target_budget = float(settings["target_budget"])
+    max_steps = max(*budgets, target_budget) * recording.total_steps
+    grid_model_words = model_overrides(recording.model)
+    rows, traces, differences, prior_words = [], {}, {}, None
+    for name, spec in strategies.items():
+        words = [*spec["overrides"]]
+        if not touches_model(words):
+            words = [*words, *grid_model_words]
+        if prior_words is None:
+            prior_words = [w for w in words if touches_model([w])]
+        key = tuple(words)
+        if key not in composed:
+            composed[key] = compose_strategy(name, words)
+        strategy = dataclasses.replace(composed[key], name=name)
+        if spec.get("sampler"):
+            strategy.sampler_config = dict(spec["sampler"])
+        if "pruner" in spec:
+            strategy.pruner_config = dict(spec["pruner"]) if spec["pruner"] else None
+        traces[name] = [
+            replay_sweep(recording, strategy, seed, max_steps) for seed in range(int(settings["seeds"]))
+        ]
+        rows.append(summarize(recording, name, traces[name], budgets, target_budget))
+        if found := differs_from_grid(recording, strategy):
+            differences[name] = found
+    prior = grid_prior(prior_words or [])
+    if prior_words == grid_model_words and prior.source == "conf/model architecture":
+        assumed = "assumed: the curves have no model columns"
+        prior = dataclasses.replace(prior, source=assumed if recording.model_assumed else "the curves' model")
+    return {
+        "label": label,
+        "source": str(source),
+        "grid": {
+            "configurations": len(recording.curves),
+            "keys": list(recording.keys),
+            "fixed": recording.fixed,
+            "model": recording.model,
+            "model_assumed": recording.model_assumed,
+            "total_steps": recording.total_steps,
+            "baseline_eval_loss": recording.baseline,
+            "best_eval_loss": recording.best,
+            "best_config": dict(zip(recording.keys, recording.best_config)),
+        },
+        "noise": recording.noise_floor(),
+        "target": {"budget": target_budget, "median_regret_percent": target_regret(recording)},
+        "learning_rate_rule": learning_rate_against_rule(recording, prior),
+        "differs_from_grid": differences,
+        "rows": rows,
+        "traces": {name: [{"ends": t.ends, "values": t.values} for t in ts] for name, ts in traces.items()},
+    }
+
+
+def grid_labels(sources: list[Path]) -> list[str]:
+    """A short name per grid (the file or folder name), made unique."""
+    labels: list[str] = []
+    for source in sources:
+        label = source.stem
+        while label in labels:
+            label += "+"
+        labels.append(label)
+    return labels
+
+
+def run(
+    sources: list[Path], strategies: dict[str, dict[str, Any]], settings: dict[str, Any]
+) -> dict[str, Any]:
+    """Every strategy on every grid, in one run; the summary says which reach the target on all grids."""
+    composed: dict[tuple, Strategy] = {}
+    grids = [
+        replay_grid(label, source, strategies, settings, composed)
+        for label, source in zip(grid_labels(sources), sources)
+    ]
+    target_budget = float(settings["target_budget"])
+    summary = []
+    for name in strategies:
+        entry: dict[str, Any] = {"strategy": name}
+        for grid in grids:
+            row = next(r for r in grid["rows"] if r["strategy"] == name)
+            entry[grid["label"]] = {
+                "median_regret": row[f"median_regret@{target_budget:g}"],
+                "p90_regret": row[f"p90_regret@{target_budget:g}"],
+                "target": grid["target"]["median_regret_percent"],
+                "grid_best_pruned_seeds": row["grid_best_pruned_seeds"],
+                "seeds": row["seeds"],
+                "target_met": row["target_met"],
+            }
+        entry["target_met_on_all"] = all(entry[g["label"]]["target_met"] for g in grids)
+        summary.append(entry)
+    return {"sources": [str(s) for s in sources], "grids": grids, "summary": summary}
 
 
 # --- command line ------------------------------------------------------------------------------------
 
 
-def parse_arguments(argv: list[str]) -> tuple[Path, dict[str, dict[str, Any]], dict[str, Any]]:
-    """SOURCE, then Hydra-style words: hparams_search=a,b (strategies), replay.KEY=VALUE, other overrides
-    (applied to every strategy). Without hparams_search, the strategies of conf/replay/default.yaml."""
+def parse_arguments(argv: list[str]) -> tuple[list[Path], dict[str, dict[str, Any]], dict[str, Any]]:
+    """SOURCES (curves CSVs or sweep folders; none: replay.sources), then Hydra-style words:
+    hparams_search=a,b (strategies), replay.KEY=VALUE, other overrides (applied to every strategy). Without
+    hparams_search, the strategies of conf/replay/default.yaml."""
     from omegaconf import OmegaConf
 
     from src.config import CONF_DIR
 
-    if not argv or "=" in argv[0]:
-        raise SystemExit(
-            "usage: python -m sweep.replay CURVES.csv|SWEEP_DIR [hparams_search=a,b] [replay.seeds=N]"
-        )
+    sources = []
+    while argv and "=" not in argv[0]:
+        sources.append(Path(argv[0]))
+        argv = argv[1:]
     settings = OmegaConf.load(CONF_DIR / "replay" / "default.yaml")
     presets, common, replay_words = None, [], []
-    for word in argv[1:]:
+    for word in argv:
         key, _, value = word.partition("=")
         if key == "hparams_search":
             presets = value.split(",")
@@ -393,92 +686,135 @@ def parse_arguments(argv: list[str]) -> tuple[Path, dict[str, dict[str, Any]], d
         else:
             common.append(word)
     settings = OmegaConf.to_container(OmegaConf.merge(settings, OmegaConf.from_dotlist(replay_words)))
+    if not sources:  # the recorded grids, named from the repository root
+        sources = [p if p.is_absolute() else CONF_DIR.parent / p for p in map(Path, settings["sources"])]
     if presets is None:
         strategies = settings["strategies"]
     else:
         strategies = {name: {"overrides": [f"hparams_search={name}"]} for name in presets}
     for spec in strategies.values():
         spec["overrides"] = [*spec["overrides"], *common]
-    return Path(argv[0]), strategies, settings
+    return sources, strategies, settings
 
 
-def run(source: Path, strategies: dict[str, dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
-    recording = load_recording(source)
-    budgets = [float(b) for b in settings["budgets"]]
-    max_steps = max(budgets) * recording.total_steps
-    rows, traces = [], {}
-    for name, spec in strategies.items():
-        strategy = compose_strategy(name, spec["overrides"])
-        if spec.get("sampler"):
-            strategy.sampler_config = dict(spec["sampler"])
-        if "pruner" in spec:
-            strategy.pruner_config = dict(spec["pruner"]) if spec["pruner"] else None
-        traces[name] = [
-            replay_sweep(recording, strategy, seed, max_steps) for seed in range(int(settings["seeds"]))
-        ]
-        rows.append(summarize(recording, name, traces[name], budgets))
-    return {
-        "source": str(source),
-        "grid": {
-            "configurations": len(recording.curves),
-            "keys": list(recording.keys),
-            "fixed": recording.fixed,
-            "total_steps": recording.total_steps,
-            "baseline_eval_loss": recording.baseline,
-            "best_eval_loss": recording.best,
-            "best_config": dict(zip(recording.keys, recording.best_config)),
-        },
-        "noise": recording.noise_floor(),
-        "strategies": strategies,
-        "rows": rows,
-        "traces": {name: [{"ends": t.ends, "values": t.values} for t in ts] for name, ts in traces.items()},
-    }
+def _percent(value: float) -> str:
+    return f"{100 * value:.0f}%"
 
 
-def format_table(result: dict[str, Any], budgets: list[float]) -> list[str]:
-    grid = result["grid"]
+def format_grid(grid: dict[str, Any], budgets: list[float]) -> list[str]:
+    """One grid's lines: what it is, its noise floor and target, the rule against its best, the table."""
+    info, model = grid["grid"], grid["grid"]["model"]
+    assumed = " (no model columns: assumed)" if info["model_assumed"] else ""
     lines = [
-        f"Grid: {grid['configurations']} configurations over {', '.join(grid['keys'])} "
-        f"({grid['total_steps']} optimizer steps in all); baseline eval loss {grid['baseline_eval_loss']:.4f}, "
-        f"best {grid['best_eval_loss']:.4f} at {grid['best_config']}",
+        f"== {grid['label']} ({grid['source']}): {info['configurations']} configurations over "
+        f"{', '.join(info['keys'])} ({info['total_steps']} optimizer steps in all)",
+        f"Model: {model['model.name']}, {model['model.architecture.model_type']}, hidden "
+        f"{model['model.architecture.hidden_size']}{assumed}; baseline eval loss "
+        f"{info['baseline_eval_loss']:.4f}, best {info['best_eval_loss']:.4f} at {info['best_config']}",
     ]
-    noise = result["noise"]
+    noise, target = grid["noise"], grid["target"]
     if noise:
         lines.append(
             f"Noise floor (median spread of best eval loss across seeds, {len(noise['configs'])} "
             f"configurations): {noise['floor_regret_percent']:.2f}% regret"
         )
-    header = ["strategy"] + [f"{b:g}: median / p90" for b in budgets] + ["trials", "pruned", "best pruned"]
+    else:
+        lines.append("Noise floor: unknown (no configuration recorded with several seeds)")
+    lines.append(
+        f"Target at {target['budget']:g} of the steps: median regret <= {target['median_regret_percent']:.2f}%, "
+        "grid best pruned in <= 1 of 20 seeds"
+    )
+    rule = grid["learning_rate_rule"]
+    if rule:
+        low, high = rule["grid_range"]
+        edge = f", the grid's {rule['best_at_grid_edge']} edge" if rule["best_at_grid_edge"] else ""
+        inside = "inside" if rule["rule_in_grid"] else "outside"
+        lines.append(
+            f"Learning-rate rule {rule['rule_from']} = {rule['rule_over_best']:.2f} x the grid best's "
+            f"{short(rule['best'])}{edge}; {inside} the grid's {short(low)}…{short(high)}"
+        )
+    differences: dict[str, list[str]] = defaultdict(list)  # "key value (grid value)" -> strategies
+    for name, found in grid["differs_from_grid"].items():
+        for key, (value, grid_value) in found.items():
+            differences[f"{key} {value} (grid {grid_value})"].append(name)
+    for difference, names in differences.items():
+        who = "every strategy" if len(names) == len(grid["rows"]) else ", ".join(names)
+        lines.append(
+            f"Fixed otherwise than the grid, whose curves are replayed anyway: {difference} in {who}"
+        )
+    header = (
+        ["strategy"]
+        + [f"{b:g}: median / p90" for b in budgets]
+        + ["trials", "pruned", "best pruned", "target"]
+    )
     lines.append(" | ".join(header))
-    for row in result["rows"]:
+    for row in grid["rows"]:
         cells = [row["strategy"]]
         cells += [f"{row[f'median_regret@{b:g}']:.2f}% / {row[f'p90_regret@{b:g}']:.2f}%" for b in budgets]
         cells += [
             f"{row['median_trials@max']:g}",
-            f"{100 * row['pruned_share']:.0f}%",
+            _percent(row["pruned_share"]),
             f"{row['grid_best_pruned_seeds']}/{row['seeds']}",
+            "met" if row["target_met"] else "missed",
         ]
+        lines.append(" | ".join(cells))
+    lines.append("Sampled values outside the grid, snapped to its edge (share of trials, below / above):")
+    for row in grid["rows"]:
+        cells = [
+            f"{key.split('.')[-1]} {_percent(sides['below'])} / {_percent(sides['above'])}"
+            for key, sides in row["outside_grid"].items()
+        ]
+        lines.append(f"  {row['strategy']}: {', '.join(cells) or 'none'}")
+    return lines
+
+
+def format_summary(result: dict[str, Any]) -> list[str]:
+    """Every strategy on every grid at the target budget, and whether it meets the target on all."""
+    grids = result["grids"]
+    budget = grids[0]["target"]["budget"]
+    lines = [
+        f"== All grids at {budget:g} of each grid's steps: median / p90 regret (target), grid best pruned",
+        " | ".join(["strategy", *(g["label"] for g in grids), "target on all"]),
+    ]
+    for entry in result["summary"]:
+        cells = [entry["strategy"]]
+        for grid in grids:
+            e = entry[grid["label"]]
+            cells.append(
+                f"{e['median_regret']:.2f}% / {e['p90_regret']:.2f}% ({e['target']:.2f}%), "
+                f"{e['grid_best_pruned_seeds']}/{e['seeds']}"
+            )
+        cells.append("yes" if entry["target_met_on_all"] else "no")
         lines.append(" | ".join(cells))
     return lines
 
 
-def plot(result: dict[str, Any], folder: Path) -> list[Path]:
-    """Median regret (with the p10-p90 band) against cumulative optimizer steps: PNG and offline HTML."""
+def format_table(result: dict[str, Any], budgets: list[float]) -> list[str]:
+    """The whole report: each grid, then the summary over all of them."""
+    lines = []
+    for grid in result["grids"]:
+        lines += [*format_grid(grid, budgets), ""]
+    return lines + format_summary(result)
+
+
+def plot(grid: dict[str, Any], folder: Path) -> list[Path]:
+    """One grid's median regret (with the p10-p90 band) against cumulative optimizer steps: PNG and
+    offline HTML, named after the grid."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import plotly.graph_objects as go
 
-    total = result["grid"]["total_steps"]
+    total = grid["grid"]["total_steps"]
     best, gap = (
-        result["grid"]["best_eval_loss"],
-        result["grid"]["baseline_eval_loss"] - result["grid"]["best_eval_loss"],
+        grid["grid"]["best_eval_loss"],
+        grid["grid"]["baseline_eval_loss"] - grid["grid"]["best_eval_loss"],
     )
     steps = [round(total * f / 100) for f in range(1, 51)]
     figure, axis = plt.subplots(figsize=(8, 5))
     html = go.Figure()
-    for name, traces in result["traces"].items():
+    for name, traces in grid["traces"].items():
         curves = []
         for trace in traces:
             values = []
@@ -495,30 +831,35 @@ def plot(result: dict[str, Any], folder: Path) -> list[Path]:
     axis.set_yscale("symlog", linthresh=1.0)
     axis.set_xlabel("cumulative optimizer steps")
     axis.set_ylabel("regret, % of possible improvement (median, p10-p90)")
-    axis.axvline(0.15 * total, color="grey", linestyle=":", label="15% of the grid")
+    target = grid["target"]["budget"]
+    axis.axvline(target * total, color="grey", linestyle=":", label=f"{target:.0%} of the grid")
+    axis.set_title(grid["label"])
     axis.legend()
     folder.mkdir(parents=True, exist_ok=True)
-    png, page = folder / "replay_regret.png", folder / "replay_regret.html"
+    png, page = folder / f"replay_regret_{grid['label']}.png", folder / f"replay_regret_{grid['label']}.html"
     figure.savefig(png, dpi=120, bbox_inches="tight")
     plt.close(figure)
-    html.update_layout(xaxis_title="cumulative optimizer steps", yaxis_title="median regret (%)")
+    html.update_layout(
+        title=grid["label"], xaxis_title="cumulative optimizer steps", yaxis_title="median regret (%)"
+    )
     html.write_html(page, include_plotlyjs="directory")
     return [png, page]
 
 
 def main(argv: list[str] | None = None) -> None:
-    source, strategies, settings = parse_arguments(sys.argv[1:] if argv is None else argv)
-    result = run(source, strategies, settings)
-    budgets = [float(b) for b in settings["budgets"]]
-    for line in format_table(result, budgets):
+    sources, strategies, settings = parse_arguments(sys.argv[1:] if argv is None else argv)
+    result = run(sources, strategies, settings)
+    for line in format_table(result, [float(b) for b in settings["budgets"]]):
         print(line)
-    folder = Path(settings.get("output") or Path("outputs/replay") / source.stem)
+    name = "+".join(grid["label"] for grid in result["grids"])
+    folder = Path(settings.get("output") or Path("outputs/replay") / name)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "replay.json").write_text(
-        json.dumps({k: v for k, v in result.items() if k != "traces"}, indent=1)
-    )
-    for path in plot(result, folder):
-        print(f"Wrote {path}")
+    kept = {**result, "grids": [{k: v for k, v in g.items() if k != "traces"} for g in result["grids"]]}
+    (folder / "replay.json").write_text(json.dumps(kept, indent=1))
+    print(f"Wrote {folder / 'replay.json'}")
+    for grid in result["grids"]:
+        for path in plot(grid, folder):
+            print(f"Wrote {path}")
 
 
 if __name__ == "__main__":

@@ -24,39 +24,47 @@ def final_loss(learning_rate: float, rank: int, epochs: int) -> float:
     return 0.1 + 0.08 * distance**2 + 0.002 * math.log2(64 / rank) + (0.02 if epochs == 1 else 0.0)
 
 
-def synthetic_rows() -> list[dict]:
+def synthetic_rows(
+    warmups: tuple[float, ...] = (0.05,),
+    model: dict | None = None,
+    seed_shifts: tuple[tuple[int, float], ...] = ((43, 0.001), (44, -0.002)),
+) -> list[dict]:
+    """Curves of the synthetic grid (warmups other than 0.05 add a little loss), recorded on `model` (its
+    MODEL_KEYS columns; None: a CSV written before they existed), with the seeds of trial 9 shifted."""
     rows, trial = [], 0
     for learning_rate in LEARNING_RATES:
         for rank in RANKS:
             for epochs in (1, 3):
-                planned = 24 * epochs
-                floor = final_loss(learning_rate, rank, epochs)
-                for k in range(1, 9):
-                    step = planned * k // 8
-                    loss = floor + (BASELINE - floor) * math.exp(-4 * k / 8)
-                    rows.append(
-                        {
-                            "study": "grid",
-                            "trial": trial,
-                            "status": "finished",
-                            "planned_steps": planned,
-                            "global_step": planned,
-                            "wall_seconds": 1.0,
-                            "baseline_eval_loss": BASELINE,
-                            "optim.learning_rate": learning_rate,
-                            "lora.r": rank,
-                            "lora.alpha": 32,
-                            "optim.num_train_epochs": epochs,
-                            "optim.warmup_ratio": 0.05,
-                            "seed": 42,
-                            "step": step,
-                            "schedule_fraction": step / planned,
-                            "tokens_seen": step * 200,
-                            "eval_loss": loss,
-                        }
-                    )
-                trial += 1
-    for seed, shift in ((43, 0.001), (44, -0.002)):  # two more seeds of the grid-best configuration
+                for warmup in warmups:
+                    planned = 24 * epochs
+                    floor = final_loss(learning_rate, rank, epochs) + 0.02 * abs(warmup - 0.05)
+                    for k in range(1, 9):
+                        step = planned * k // 8
+                        loss = floor + (BASELINE - floor) * math.exp(-4 * k / 8)
+                        rows.append(
+                            {
+                                "study": "grid",
+                                "trial": trial,
+                                "status": "finished",
+                                "planned_steps": planned,
+                                "global_step": planned,
+                                "wall_seconds": 1.0,
+                                "baseline_eval_loss": BASELINE,
+                                "optim.learning_rate": learning_rate,
+                                "lora.r": rank,
+                                "lora.alpha": 32,
+                                "optim.num_train_epochs": epochs,
+                                "optim.warmup_ratio": warmup,
+                                "seed": 42,
+                                **(model or {}),
+                                "step": step,
+                                "schedule_fraction": step / planned,
+                                "tokens_seen": step * 200,
+                                "eval_loss": loss,
+                            }
+                        )
+                    trial += 1
+    for seed, shift in seed_shifts:  # more seeds of one configuration: the noise floor
         repeat = [
             dict(r, study="seeds", trial=r["trial"] + 1000 * seed, seed=seed) for r in rows if r["trial"] == 9
         ]
@@ -134,11 +142,11 @@ def test_a_finished_sweep_folder_replays_like_its_csv(tmp_path):
     assert recording.keys == ("optim.learning_rate", "optim.num_train_epochs")
     assert len(recording.curves) == 12 and recording.best_config == (4e-4, 3)
     assert [c.complete for c in recording.curves.values()].count(False) == 1
-    source, strategies, settings = parse_arguments(
+    sources, strategies, settings = parse_arguments(
         [str(sweep), "hparams_search=default", "replay.seeds=2", f"replay.output={tmp_path}"]
     )
-    result = run(source, strategies, settings)
-    assert result["grid"]["configurations"] == 12 and result["rows"][0]["strategy"] == "default"
+    (grid,) = run(sources, strategies, settings)["grids"]
+    assert grid["grid"]["configurations"] == 12 and grid["rows"][0]["strategy"] == "default"
 
 
 def test_snapping_uses_log_distance(grid_csv):
@@ -153,12 +161,20 @@ def test_snapping_uses_log_distance(grid_csv):
 
 
 def test_replay_is_deterministic_and_compares_strategies(grid_csv, tmp_path):
-    source, strategies, settings = parse_arguments(
+    sources, strategies, settings = parse_arguments(
         [str(grid_csv), "replay.seeds=3", f"replay.output={tmp_path}"]
     )
-    assert {"random", "tpe", "previous_default", "default"} <= set(strategies)
-    first = run(source, strategies, settings)
-    second = run(source, strategies, settings)
+    assert set(strategies) == {
+        "default",
+        "default_no_enqueue",
+        "tpe",
+        "random",
+        "default_median",
+        "default_hyperband",
+        "previous_default",
+    }
+    (first,) = run(sources, strategies, settings)["grids"]
+    (second,) = run(sources, strategies, settings)["grids"]
     assert first["rows"] == second["rows"]
     rows = {row["strategy"]: row for row in first["rows"]}
     assert rows["random"]["pruned_share"] == 0 and rows["tpe"]["pruned_share"] == 0
