@@ -473,9 +473,14 @@ def target_regret(recording: Recording) -> float:
 
 
 def summarize(
-    recording: Recording, name: str, traces: list[SweepTrace], budgets: list[float], target_budget: float
+    recording: Recording,
+    strategy: Strategy,
+    traces: list[SweepTrace],
+    budgets: list[float],
+    target_budget: float,
 ) -> dict:
-    total = recording.total_steps
+    """One strategy's row on one grid: regret at each budget, trials, pruning, values outside the grid."""
+    name, total = strategy.name, recording.total_steps
     best_config = recording.best_config
     row: dict[str, Any] = {"strategy": name, "seeds": len(traces)}
     for budget in sorted({*budgets, target_budget}):
@@ -488,8 +493,7 @@ def summarize(
         any(c == best_config and p for c, p in zip(t.configs, t.pruned)) for t in traces
     )
     trials = sum(len(t.ends) for t in traces)
-    searched = {key for t in traces for outside in t.outside for key in outside}
-    searched = sorted(searched, key=lambda k: (RUN_KEYS.index(k) if k in RUN_KEYS else len(RUN_KEYS), k))
+    searched = [key for key in strategy.params if recording.value_range(key) is not None]
     row["outside_grid"] = {  # share of all replayed trials whose sampled value lay below / above the grid
         key: {
             side: sum(o.get(key) == side for t in traces for o in t.outside) / trials
@@ -591,7 +595,7 @@ def replay_grid(
         traces[name] = [
             replay_sweep(recording, strategy, seed, max_steps) for seed in range(int(settings["seeds"]))
         ]
-        rows.append(summarize(recording, name, traces[name], budgets, target_budget))
+        rows.append(summarize(recording, strategy, traces[name], budgets, target_budget))
         if found := differs_from_grid(recording, strategy):
             differences[name] = found
     prior = grid_prior(prior_words or [])

@@ -11,7 +11,20 @@ import pytest
 
 from sweep.curves import read_csv, write_csv
 from sweep.pruning import PruningCallback, report_step
-from sweep.replay import Recording, load_recording, parse_arguments, run, snap
+from sweep.replay import (
+    ASSUMED_MODEL,
+    Curve,
+    Recording,
+    grid_prior,
+    learning_rate_against_rule,
+    load_recording,
+    model_overrides,
+    outside_grid,
+    parse_arguments,
+    run,
+    run_curve,
+    snap,
+)
 
 LEARNING_RATES = (1e-5, 2.5e-5, 6.3e-5, 1.6e-4, 4e-4, 1e-3)
 RANKS = (8, 16, 32, 64)
@@ -28,12 +41,13 @@ def synthetic_rows(
     warmups: tuple[float, ...] = (0.05,),
     model: dict | None = None,
     seed_shifts: tuple[tuple[int, float], ...] = ((43, 0.001), (44, -0.002)),
+    ranks: tuple[int, ...] = RANKS,
 ) -> list[dict]:
     """Curves of the synthetic grid (warmups other than 0.05 add a little loss), recorded on `model` (its
     MODEL_KEYS columns; None: a CSV written before they existed), with the seeds of trial 9 shifted."""
     rows, trial = [], 0
     for learning_rate in LEARNING_RATES:
-        for rank in RANKS:
+        for rank in ranks:
             for epochs in (1, 3):
                 for warmup in warmups:
                     planned = 24 * epochs
@@ -176,6 +190,8 @@ def test_replay_is_deterministic_and_compares_strategies(grid_csv, tmp_path):
     (first,) = run(sources, strategies, settings)["grids"]
     (second,) = run(sources, strategies, settings)["grids"]
     assert first["rows"] == second["rows"]
+    # the grid fixed alpha at 32; only the previous default fixes it otherwise (2 × r)
+    assert first["differs_from_grid"] == {"previous_default": {"lora.alpha": ["2r", 32]}}
     rows = {row["strategy"]: row for row in first["rows"]}
     assert rows["random"]["pruned_share"] == 0 and rows["tpe"]["pruned_share"] == 0
     for row in rows.values():  # more budget never makes the best found worse
@@ -193,6 +209,167 @@ def test_replay_is_deterministic_and_compares_strategies(grid_csv, tmp_path):
             if (r["optim.learning_rate"], r["lora.r"], r["optim.num_train_epochs"]) == (1e-3, 16, 3)
         )
     )
+
+
+LLAMA_8B = {
+    "model.name": "meta-llama/Llama-3.1-8B-Instruct",
+    "model.architecture.model_type": "llama",
+    "model.architecture.hidden_size": 4096,
+}
+RULE_SMOLLM2, RULE_LLAMA_8B = 5e-4 * (2000 / 576) ** 0.781, 5e-4 * (2000 / 4096) ** 0.781  # tinker get_lr
+
+
+@pytest.fixture(scope="module")
+def second_grid_csv(tmp_path_factory) -> Path:
+    """A grid recorded on Llama-3.1-8B (model columns) with warmup {0, 0.05, 0.15} at r16 and seeds that
+    spread by 0.02: a noise floor above 1%."""
+    path = tmp_path_factory.mktemp("grid2") / "grid_llama.csv"
+    rows = synthetic_rows((0.0, 0.05, 0.15), LLAMA_8B, ((43, 0.02), (44, -0.0)), ranks=(16,))
+    write_csv(rows, path)
+    return path
+
+
+def test_two_grids_replay_in_one_run_each_for_its_own_model(grid_csv, second_grid_csv, tmp_path):
+    """One command, two grids: the default preset is composed for each grid's model, so its first trial is
+    the rule's learning rate for that model (1.32e-3 for the CSV without model columns, taken as SmolLM2;
+    2.86e-4 for Llama-3.1-8B), snapped to the grid; each grid reports its own noise floor and target."""
+    sources, strategies, settings = parse_arguments(
+        [str(grid_csv), str(second_grid_csv), "hparams_search=default", "replay.seeds=2"]
+    )
+    assert sources == [grid_csv, second_grid_csv]
+    result = run(sources, strategies, settings)
+    first, second = result["grids"]
+    assert (first["label"], second["label"]) == ("grid", "grid_llama")
+    assert first["grid"]["model"] == ASSUMED_MODEL and first["grid"]["model_assumed"]
+    assert second["grid"]["model"] == LLAMA_8B and not second["grid"]["model_assumed"]
+    assert second["grid"]["keys"] == ["optim.learning_rate", "optim.num_train_epochs", "optim.warmup_ratio"]
+
+    # the rule against each grid's best (4e-4 on both)
+    for grid, rule in ((first, RULE_SMOLLM2), (second, RULE_LLAMA_8B)):
+        position = grid["learning_rate_rule"]
+        assert position["rule"] == pytest.approx(rule, rel=1e-9) and position["best"] == 4e-4
+        assert position["rule_over_best"] == pytest.approx(rule / 4e-4, rel=1e-9)
+        assert position["best_at_grid_edge"] is None
+    assert first["learning_rate_rule"]["rule_over_best"] == pytest.approx(3.305, abs=1e-3)
+    assert not first["learning_rate_rule"]["rule_in_grid"]  # 1.32e-3 > the grid's 1e-3
+    assert second["learning_rate_rule"]["rule_over_best"] == pytest.approx(0.714, abs=1e-3)
+    assert second["learning_rate_rule"]["rule_in_grid"]
+
+    # the first trial: the rule's lr at r16, 3 epochs, warmup 0.05, snapped (1.32e-3 -> 1e-3, 2.86e-4 -> 4e-4)
+    grid_one, grid_two = load_recording(grid_csv), load_recording(second_grid_csv)
+    expected = (grid_one.curves[(1e-3, 16, 3)].best, grid_two.curves[(4e-4, 3, 0.05)].best)
+    for grid, value in zip((first, second), expected):
+        assert [t["values"][0] for t in grid["traces"]["default"]] == [value, value]
+        assert [t["ends"][0] for t in grid["traces"]["default"]] == [72, 72]
+
+    # noise floor per grid: spread of the seeds' best eval loss in regret units; the target follows it
+    spread_one = 0.003 / (BASELINE - grid_one.best) * 100
+    spread_two = 0.02 / (BASELINE - grid_two.best) * 100
+    assert first["noise"]["floor_regret_percent"] == pytest.approx(spread_one, rel=1e-6)
+    assert second["noise"]["floor_regret_percent"] == pytest.approx(spread_two, rel=1e-6)
+    assert first["target"]["median_regret_percent"] == 1.0 < spread_two
+    assert second["target"]["median_regret_percent"] == pytest.approx(spread_two, rel=1e-6)
+
+    # the summary has every strategy on both grids, from this one run
+    (entry,) = result["summary"]
+    assert entry["strategy"] == "default" and {"grid", "grid_llama"} <= set(entry)
+    assert entry["grid_llama"]["target"] == pytest.approx(spread_two, rel=1e-6)
+    assert entry["target_met_on_all"] == (entry["grid"]["target_met"] and entry["grid_llama"]["target_met"])
+
+
+def test_values_outside_the_grid_snap_to_its_edge_and_are_counted(grid_csv, second_grid_csv):
+    """A grid that recorded warmup at one value (0.05) snaps every sampled warmup to it, and counts every
+    other value as outside; a learning rate above the grid's top snaps to the top."""
+    one = load_recording(grid_csv)
+    strategy = SimpleNamespace(fixed={"lora.alpha": 32})
+    params = {"optim.learning_rate": 2e-3, "lora.r": 16, "optim.num_train_epochs": 3}
+    for warmup in (0.0, 0.05, 0.15):
+        assert snap(one, {**params, "optim.warmup_ratio": warmup}, strategy) == (1e-3, 16, 3)
+    assert outside_grid(one, {**params, "optim.warmup_ratio": 0.0}) == {
+        "optim.learning_rate": "above",
+        "optim.warmup_ratio": "below",
+    }
+    assert outside_grid(one, {"optim.learning_rate": 5e-6, "lora.r": 64, "optim.warmup_ratio": 0.05}) == {
+        "optim.learning_rate": "below"
+    }
+    two = load_recording(second_grid_csv)  # warmup {0, 0.05, 0.15}: snapped to the nearest, never outside
+    for warmup, snapped in ((0.02, 0.0), (0.04, 0.05), (0.12, 0.15)):
+        chosen = snap(
+            two,
+            {"optim.learning_rate": 4e-4, "optim.num_train_epochs": 3, "optim.warmup_ratio": warmup},
+            strategy,
+        )
+        assert chosen == (4e-4, 3, snapped)
+    assert outside_grid(two, {"optim.warmup_ratio": 0.12, "lora.r": 32}) == {"lora.r": "above"}
+
+    # counted in a replay: every trial of the default on the first grid samples warmup in 0…0.15 except its
+    # enqueued first trial (exactly 0.05); its learning rates reach 5.3e-3, never below 4.1e-5
+    sources, strategies, settings = parse_arguments(
+        [str(grid_csv), "hparams_search=default", "replay.seeds=2"]
+    )
+    (grid,) = run(sources, strategies, settings)["grids"]
+    (row,) = grid["rows"]
+    trials = sum(len(t["ends"]) for t in grid["traces"]["default"])
+    warmup = row["outside_grid"]["optim.warmup_ratio"]
+    assert warmup["below"] + warmup["above"] == pytest.approx((trials - 2) / trials)
+    assert row["outside_grid"]["optim.learning_rate"]["below"] == 0
+    assert row["outside_grid"]["optim.learning_rate"]["above"] > 0
+    assert row["outside_grid"]["lora.r"] == {"below": 0, "above": 0}
+
+
+def test_a_csv_without_model_columns_is_smollm2_and_models_compose_by_name():
+    assert model_overrides(ASSUMED_MODEL) == [
+        "model=smollm2_135m",
+        "model.architecture.hidden_size=576",
+        'model.architecture.model_type="llama"',
+    ]
+    assert model_overrides(LLAMA_8B)[0] == "model=llama3_1_8b"
+    other = {
+        "model.name": "org/other-1b",
+        "model.architecture.model_type": "qwen2",
+        "model.architecture.hidden_size": 2048,
+    }
+    assert model_overrides(other) == [
+        'model.name="org/other-1b"',
+        "model.architecture.hidden_size=2048",
+        'model.architecture.model_type="qwen2"',
+    ]
+
+
+def test_the_gpu_grid_noise_floor_and_rule_position():
+    """benchmarks/grid_gpu.csv (no model columns: SmolLM2-135M): seeds of three configurations spread by
+    0.0026, 0.0012 and 0.0074, median 0.40% of the possible improvement; the rule's 1.32e-3 is 1.32 × the
+    grid best's 1e-3, the grid's top edge, above the grid."""
+    gpu = load_recording(Path(__file__).parents[1] / "benchmarks" / "grid_gpu.csv")
+    assert gpu.model_assumed and gpu.best_config == (1e-3, 16, 3)
+    noise = gpu.noise_floor()
+    assert [round(c["spread"], 4) for c in noise["configs"]] == [0.0026, 0.0012, 0.0074]
+    assert noise["floor_regret_percent"] == pytest.approx(0.0026432 / (0.7117322 - 0.0550783) * 100, rel=1e-4)
+    assert round(noise["floor_regret_percent"], 2) == 0.40
+    position = learning_rate_against_rule(gpu, grid_prior(model_overrides(gpu.model)))
+    assert position["rule_over_best"] == pytest.approx(RULE_SMOLLM2 / 1e-3, rel=1e-9)
+    assert position["best_at_grid_edge"] == "top" and not position["rule_in_grid"]
+    assert position["grid_range"] == [1e-5, 1e-3]
+
+
+def test_a_csv_of_two_models_is_refused(tmp_path):
+    rows = synthetic_rows(model=LLAMA_8B, seed_shifts=())
+    rows += [dict(r, study="other", **ASSUMED_MODEL) for r in rows]
+    write_csv(rows, tmp_path / "mixed.csv")
+    with pytest.raises(SystemExit, match="several models"):
+        load_recording(tmp_path / "mixed.csv")
+
+
+def test_a_replayed_trial_reports_nothing_inside_its_curves_own_warmup():
+    """The replayed trial is the recorded run: its own warmup (15% here) gates pruning, not the preset's."""
+    evals = [(step, step / 40, 1.0) for step in range(4, 41, 4)]
+    curve = Curve({"optim.warmup_ratio": 0.15}, 40, evals)
+    strategy = SimpleNamespace(
+        warmup_ratio=0.0, report_at="step", early_stopping_patience=0, early_stopping_threshold=0.0
+    )
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))
+    _, steps, pruned = run_curve(study.ask(), curve, strategy)
+    assert pruned and steps == 8  # 15% of 40 = 6 warmup steps: the eval at step 4 is not reported
 
 
 def test_schedule_reporting_puts_one_and_three_epoch_trials_at_the_same_phase():
