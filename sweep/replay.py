@@ -565,6 +565,7 @@ def grid_prior(model_words: list[str]) -> Any:
 def replay_grid(
     label: str,
     source: Path,
+    recording: Recording,
     strategies: dict[str, dict[str, Any]],
     settings: dict[str, Any],
     composed: dict[tuple, Strategy],
@@ -572,7 +573,6 @@ def replay_grid(
     """Every strategy replayed `settings.seeds` times on one grid, each composed for the grid's model."""
     import dataclasses
 
-    recording = load_recording(source)
     budgets = [float(b) for b in settings["budgets"]]
     target_budget = float(settings["target_budget"])
     max_steps = max(*budgets, target_budget) * recording.total_steps
@@ -640,10 +640,11 @@ def run(
     sources: list[Path], strategies: dict[str, dict[str, Any]], settings: dict[str, Any]
 ) -> dict[str, Any]:
     """Every strategy on every grid, in one run; the summary says which reach the target on all grids."""
+    recordings = [load_recording(source) for source in sources]  # a missing grid stops the run at once
     composed: dict[tuple, Strategy] = {}
     grids = [
-        replay_grid(label, source, strategies, settings, composed)
-        for label, source in zip(grid_labels(sources), sources)
+        replay_grid(label, source, recording, strategies, settings, composed)
+        for label, source, recording in zip(grid_labels(sources), sources, recordings)
     ]
     target_budget = float(settings["target_budget"])
     summary = []

@@ -277,6 +277,14 @@ def test_two_grids_replay_in_one_run_each_for_its_own_model(grid_csv, second_gri
     assert entry["target_met_on_all"] == (entry["grid"]["target_met"] and entry["grid_llama"]["target_met"])
 
 
+def test_without_sources_both_recorded_grids_replay_and_a_missing_one_is_refused(grid_csv, tmp_path):
+    sources, strategies, settings = parse_arguments(["replay.seeds=1"])
+    benchmarks = Path(__file__).parents[1] / "benchmarks"
+    assert sources == [benchmarks / "grid_gpu.csv", benchmarks / "grid_arithmetic.csv"]
+    with pytest.raises(SystemExit, match="missing.csv does not exist"):
+        run([grid_csv, tmp_path / "missing.csv"], strategies, settings)
+
+
 def test_values_outside_the_grid_snap_to_its_edge_and_are_counted(grid_csv, second_grid_csv):
     """A grid that recorded warmup at one value (0.05) snaps every sampled warmup to it, and counts every
     other value as outside; a learning rate above the grid's top snaps to the top."""
