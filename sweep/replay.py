@@ -231,11 +231,7 @@ def model_overrides(model: dict[str, Any]) -> list[str]:
     )
     if hidden_size is not None:
         words.append(f"model.architecture.hidden_size={int(hidden_size)}")
-        words.append(
-            f"model.architecture.model_type={json.dumps(model_type)}"
-            if model_type
-            else "model.architecture.model_type=null"
-        )
+        words.append(f"model.architecture.model_type={json.dumps(model_type)}")  # None: null
     elif option is None:
         words.append("model.architecture=null")
     return words
