@@ -458,13 +458,13 @@ def main(argv: list[str] | None = None) -> None:
     bare_cfg.memory.gradient_checkpointing = checkpointing
     bare_ckpt = copy.deepcopy(cfg)
     bare_ckpt.memory.gradient_checkpointing = True
-    no_dropout = copy.deepcopy(bare_cfg)
-    no_dropout.lora.dropout = 0.0
+    with_dropout = copy.deepcopy(bare_cfg)
+    with_dropout.lora.dropout = 0.05
     bare_runs = {
         "bare": (bare_cfg, None),
         "bare_ckpt": (bare_ckpt, None),
         "bare_bf16_adapters": (bare_cfg, torch.bfloat16),
-        "bare_dropout0": (no_dropout, None),
+        "bare_dropout": (with_dropout, None),
     }
     unknown = [name for name in bench.variants if name not in {*bare_runs, *TRAINER_VARIANTS}]
     if unknown:

@@ -50,7 +50,7 @@ class LoraConfigSchema:
     enabled: bool = MISSING  # false = full fine-tuning (lora=none)
     r: int = MISSING
     alpha: int | None = None  # null = 2 × r
-    dropout: float = 0.05
+    dropout: float = 0.0  # 0.05 measured no better than 0 within the seed noise (docs/benchmarks.md)
     bias: str = "none"  # none | all | lora_only
     # the projections to adapt, or all-linear (PEFT: every Linear layer but the output head); Any because
     # OmegaConf has no list-or-string type: validate() checks it

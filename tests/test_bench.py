@@ -32,7 +32,7 @@ def test_bench_runs_all_variants_on_the_tiny_model(tmp_path):
         "bare",
         "bare_ckpt",
         "bare_bf16_adapters",
-        "bare_dropout0",
+        "bare_dropout",
     ]
     # memory=bf16 checkpoints; ours lets the planner decide (auto: a tiny model's activations fit → off), and
     # the bare loop runs with ours' decision; bare_ckpt and the plain TRL script checkpoint
@@ -46,7 +46,7 @@ def test_bench_runs_all_variants_on_the_tiny_model(tmp_path):
         "bare": False,
         "bare_ckpt": True,
         "bare_bf16_adapters": False,
-        "bare_dropout0": False,
+        "bare_dropout": False,
     }
     # every variant's first step passed its gradient check before it was timed (a dropped gradient is ~1.0)
     for r in report["results"]:

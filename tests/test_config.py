@@ -40,7 +40,7 @@ def test_defaults_are_the_embedded_qlora_run():
     cfg = typed([])
     assert cfg.model.source == "gguf" and cfg.model.name == "SmolLM2-135M-Instruct"
     assert cfg.memory.load_in_4bit and cfg.memory.bnb_4bit_quant_type == "nf4"
-    assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (16, None, 0.05)
+    assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (16, None, 0.0)
     assert (
         cfg.optim.learning_rate == 1e-4 and cfg.optim.warmup_ratio == 0.05 and cfg.optim.weight_decay == 0.01
     )
