@@ -104,6 +104,7 @@ def reference_gradients(cfg, base: str, batch: dict, max_grad_norm: float, adapt
     variant. `adapter_dtype` casts the LoRA weights first (the plain TRL script's SFTTrainer keeps them in
     bf16 for quantized models)."""
     from src.model import build_model
+    from src.trainer import compute_dtype
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, base)
@@ -115,7 +116,10 @@ def reference_gradients(cfg, base: str, batch: dict, max_grad_norm: float, adapt
                 p.data = p.data.to(adapter_dtype)
     batch = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
-    logits = model(**inputs, use_cache=False).logits.float()
+    dtype = compute_dtype(cfg)  # the variants autocast to it (the Trainer through accelerate), so does this
+    with torch.autocast(model.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        logits = model(**inputs, use_cache=False).logits
+    logits = logits.float()
     labels = batch.get("shift_labels")
     if labels is None:
         labels = torch.nn.functional.pad(batch["labels"][..., 1:], (0, 1), value=-100)
