@@ -76,8 +76,16 @@ class StepTimer(TrainerCallback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
+def cast_adapters(model, dtype: torch.dtype | None) -> None:
+    """Cast the trainable (LoRA) weights to `dtype`, as TRL 1.16 does to a quantized model's; None: no-op."""
+    if dtype is not None:
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.to(dtype)
+
+
 def dropout_off(model) -> list:
-    """Set every LoRA dropout to p=0; returns what to restore."""
+    """Set every dropout module (LoRA's among them) to p=0; returns what to restore."""
     changed = [(m, m.p) for name, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
     for module, _ in changed:
         module.p = 0.0
@@ -110,10 +118,7 @@ def reference_gradients(cfg, base: str, batch: dict, max_grad_norm: float, adapt
     model = build_model(cfg, base)
     model.train()
     dropout_off(model)
-    if adapter_dtype is not None:
-        for p in model.parameters():
-            if p.requires_grad:
-                p.data = p.data.to(adapter_dtype)
+    cast_adapters(model, adapter_dtype)
     batch = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
     dtype = compute_dtype(cfg)  # the variants autocast to it (the Trainer through accelerate), so does this
@@ -322,10 +327,7 @@ def run_bare_loop(name, cfg, base, tokenizer, data, bench, adapter_dtype=None) -
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, base)
     model.train()
-    if adapter_dtype is not None:
-        for p in model.parameters():
-            if p.requires_grad:
-                p.data = p.data.to(adapter_dtype)
+    cast_adapters(model, adapter_dtype)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=cfg.optim.learning_rate
     )

@@ -89,7 +89,7 @@ class TrainingRun:
     @property
     def resumed_at_step(self) -> int:
         """The global step of the checkpoint this attempt resumed from (0 for a fresh run)."""
-        return int(self.resume_from.name.rsplit("-", 1)[1]) if self.resume_from else 0
+        return checkpoint_step(self.resume_from) if self.resume_from else 0
 
     def measure_task(self) -> tuple[dict[str, float], list[dict[str, str]]]:
         """Generate answers for held-out prompts and score them (main process only: they are logged)."""
@@ -241,12 +241,17 @@ class TrainingRun:
         return self.metrics
 
 
+def checkpoint_step(checkpoint: Path) -> int:
+    """The global step a `checkpoint-N` folder was saved at."""
+    return int(checkpoint.name.rsplit("-", 1)[1])
+
+
 def build_run(cfg, model, tokenizer, data, run_dir: Path, resume_from: Path | None = None) -> TrainingRun:
     """Trainer with TensorBoard, throughput and sample-generation callbacks; prints the run summary."""
     from torch.utils.tensorboard import SummaryWriter
 
     # On resume, drop events logged after the checkpoint by the interrupted attempt: no duplicate steps.
-    purge_step = int(resume_from.name.rsplit("-", 1)[1]) + 1 if resume_from else None
+    purge_step = checkpoint_step(resume_from) + 1 if resume_from else None
     writer = None  # only the main process writes TensorBoard events
     if distributed.is_main():
         writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge_step)
