@@ -17,13 +17,15 @@ throughput (MFU). Writes JSON next to it."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import functools
 import json
 import logging
 import statistics
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -36,6 +38,98 @@ from src.patches import compact_lm_head_on_cpu
 
 log = logging.getLogger("src.bench")
 BENCH_DEFAULTS = Path(__file__).resolve().parents[1] / "conf" / "bench" / "default.yaml"
+
+
+class Rounds:
+    """Runs the variants' steps in rounds, one step of each in turn (A B C … A B C …): each variant lives in
+    its own thread and only the thread holding the turn runs, so work never overlaps, but drift of a shared
+    machine (other jobs, frequency changes) falls on every variant alike instead of on whichever ran while it
+    lasted (measured 2026-11-30: one variant moved 3× between two sequential runs). `scoped[name]` makes a
+    context manager that is entered whenever that variant holds the turn and exited when it passes it on,
+    so a process-wide library patch stays its variant's alone."""
+
+    def __init__(self, names: list[str], scoped: dict[str, Callable] | None = None):
+        if len(set(names)) != len(names):
+            raise ValueError(f"bench.variants: each variant once, got {names}")
+        self.order, self.scoped = list(names), scoped or {}
+        self._turn, self._finished = 0, set()
+        self._cond = threading.Condition()
+        self._entered = None
+
+    def take(self, name: str) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self.order[self._turn] == name)
+        if name in self.scoped:
+            self._entered = self.scoped[name]()
+            self._entered.__enter__()
+
+    def give(self, name: str, finished: bool = False) -> None:
+        if self._entered is not None:
+            self._entered.__exit__(None, None, None)
+            self._entered = None
+        with self._cond:
+            if finished:
+                self._finished.add(name)
+            for k in range(1, len(self.order) + 1):
+                following = (self._turn + k) % len(self.order)
+                if self.order[following] not in self._finished:
+                    self._turn = following
+                    break
+            self._cond.notify_all()
+
+    def step_done(self, name: str) -> None:
+        """Between two steps of `name`: let every other variant run one step."""
+        self.give(name)
+        self.take(name)
+
+    def run(self, jobs: dict[str, Callable[[], dict]]) -> list[dict]:
+        """Run every job (setup, steps calling `step_done`, gradient check) in its own thread; results in order."""
+        results, errors = {}, {}
+
+        def work(name: str) -> None:
+            self.take(name)
+            try:
+                results[name] = jobs[name]()
+            except BaseException as error:  # reported after every thread ended, so none waits forever
+                errors[name] = error
+            finally:
+                self.give(name, finished=True)
+
+        threads = [threading.Thread(target=work, args=(name,), name=f"bench-{name}") for name in self.order]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for name, error in errors.items():
+            raise RuntimeError(f"bench variant {name} failed: {error}") from error
+        return [results[name] for name in self.order]
+
+
+class StepMemory:
+    """One variant's own memory while variants interleave (GiB): what its setup added to the process (model,
+    optimizer, data) plus the largest rise of the process's memory within one of its steps (activations).
+    `peak_gb` is the process's memory before the variant was set up plus that: its peak had it run alone."""
+
+    def __init__(self):
+        self.before = release_and_reset_peak()
+        self.setup, self.step_rise, self._step_start = 0.0, 0.0, 0.0
+
+    def setup_done(self) -> None:
+        self.setup = release_and_reset_peak() - self.before
+
+    def step_begin(self) -> None:
+        self._step_start = release_and_reset_peak()
+
+    def step_end(self) -> None:
+        self.step_rise = max(self.step_rise, peak_memory_gb() - self._step_start)
+
+    @property
+    def training_gb(self) -> float:
+        return self.setup + self.step_rise
+
+    @property
+    def peak_gb(self) -> float:
+        return self.before + self.training_gb
 
 
 class CountingCollator:
@@ -54,10 +148,12 @@ class CountingCollator:
 
 
 class StepTimer(TrainerCallback):
-    """Times every optimizer step; on the first (a warm-up step, never counted) switches LoRA dropout off and
-    copies the gradients just before the optimizer step, for the gradient check."""
+    """Times every optimizer step and lets the other variants run one step after each; on the first (a
+    warm-up step, never counted) switches LoRA dropout off and copies the gradients just before the
+    optimizer step, for the gradient check."""
 
-    def __init__(self):
+    def __init__(self, name: str, turns: Rounds, memory: StepMemory):
+        self.name, self.turns, self.memory = name, turns, memory
         self.seconds, self._start = [], 0.0
         self.gradients: dict[str, torch.Tensor] | None = None
         self._dropout: list = []
@@ -65,6 +161,7 @@ class StepTimer(TrainerCallback):
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         if state.global_step == 0 and model is not None:
             self._dropout = dropout_off(model)
+        self.memory.step_begin()
         self._start = time.perf_counter()
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
@@ -74,6 +171,8 @@ class StepTimer(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.seconds.append(time.perf_counter() - self._start)
+        self.memory.step_end()
+        self.turns.step_done(self.name)
 
 
 def cast_adapters(model, dtype: torch.dtype | None) -> None:
@@ -160,7 +259,9 @@ def planned_gb(cfg, checkpointing: bool) -> float:
     return plan(planned, on_cpu=trains_on_cpu(cfg))["peak"] / GIB
 
 
-def summarize(name: str, seconds: list[float], batches: list[tuple[int, int]], warmup: int, memory: float):
+def summarize(
+    name: str, seconds: list[float], batches: list[tuple[int, int]], warmup: int, memory: StepMemory
+):
     steps = seconds[warmup:]
     counted = batches[warmup : warmup + len(steps)]
     median = statistics.median(steps)
@@ -173,16 +274,17 @@ def summarize(name: str, seconds: list[float], batches: list[tuple[int, int]], w
         "tokens_per_second": real / median,
         "steps_per_second": 1 / median,
         "positions_per_real_token": positions,
-        "peak_memory_gb": memory,  # the whole process (Python, torch, tokenizer, data included)
+        # the whole process (Python, torch, tokenizer, data included) as if this variant had run alone
+        "peak_memory_gb": memory.peak_gb,
         "steps_measured": len(steps),
     }
 
 
-def add_memory(result: dict, before_gb: float, planned: float | None, checkpointing: bool) -> dict:
-    """What the variant itself used (peak minus the memory in use before its model loaded) and, for this
-    project's step, the planner's estimate with its error relative to the measurement. (The planner models
-    this project's trainer, whose fused LM head never builds full logits; the other variants do.)"""
-    used = result["peak_memory_gb"] - before_gb
+def add_memory(result: dict, memory: StepMemory, planned: float | None, checkpointing: bool) -> dict:
+    """What the variant itself used (its setup plus its largest step, StepMemory) and, for this project's
+    step, the planner's estimate with its error relative to the measurement. (The planner models this
+    project's trainer, whose fused LM head never builds full logits; the other variants do.)"""
+    before_gb, used = memory.before, memory.training_gb
     result.update(
         gradient_checkpointing=checkpointing,
         memory_before_gb=before_gb,
@@ -211,7 +313,9 @@ def check_gradients(
 TRAINER_VARIANTS = ("ours", "ours_callbacks", "trainer", "trl_script", "padding")
 
 
-def run_trainer_variant(name, cfg, base, tokenizer, data, raw_train, bench, workdir: Path) -> dict:
+def run_trainer_variant(
+    name, cfg, base, tokenizer, data, raw_train, bench, workdir: Path, turns: Rounds
+) -> dict:
     """ours (build_trainer; ours_callbacks: with the callbacks src.train adds), trainer (transformers'
     Trainer over our packed rows, the model's own loss), trl_script / padding (a plain TRL script)."""
     from transformers import Trainer
@@ -221,10 +325,10 @@ def run_trainer_variant(name, cfg, base, tokenizer, data, raw_train, bench, work
     from src.model import build_model
     from src.trainer import build_trainer, compute_dtype, training_arguments
 
-    before = release_and_reset_peak()
+    memory = StepMemory()
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, base)
-    timer = StepTimer()
+    timer = StepTimer(name, turns, memory)
     steps = bench.warmup_steps + bench.measure_steps
     cfg.optim.max_steps = steps
     adapter_dtype = None
@@ -279,17 +383,16 @@ def run_trainer_variant(name, cfg, base, tokenizer, data, raw_train, bench, work
         if cfg.memory.load_in_4bit:
             adapter_dtype = torch.bfloat16  # TRL 1.16 casts a quantized model's adapters (src/patches.py)
     trainer.data_collator = CountingCollator(trainer.data_collator)
-    # our trainer runs with its TRL workaround (src/patches.py); the plain-TRL recipes run TRL unchanged
-    with compact_lm_head_on_cpu() if name.startswith("ours") else contextlib.nullcontext():
-        trainer.train()
-    result = summarize(
-        name, timer.seconds, trainer.data_collator.batches, bench.warmup_steps, peak_memory_gb()
-    )
+    memory.setup_done()
+    # our trainer runs with its TRL workaround (src/patches.py, entered whenever ours holds the turn:
+    # Rounds.scoped); the plain-TRL recipes run TRL unchanged
+    trainer.train()
+    result = summarize(name, timer.seconds, trainer.data_collator.batches, bench.warmup_steps, memory)
     checkpointing = bool(trainer.args.activation_checkpointing)
     max_grad_norm, first = trainer.args.max_grad_norm, trainer.data_collator.first
     del trainer, model
     planned = planned_gb(cfg, checkpointing) if name == "ours" else None
-    result = add_memory(result, before, planned, checkpointing)
+    result = add_memory(result, memory, planned, checkpointing)
     return check_gradients(
         result, cfg, base, timer.gradients, first, max_grad_norm=max_grad_norm, adapter_dtype=adapter_dtype
     )
@@ -314,7 +417,7 @@ def run_callbacks(cfg, tokenizer, workdir: Path) -> list:
     ]
 
 
-def run_bare_loop(name, cfg, base, tokenizer, data, bench, adapter_dtype=None) -> dict:
+def run_bare_loop(name, cfg, base, tokenizer, data, bench, turns: Rounds, adapter_dtype=None) -> dict:
     """PEFT + a hand-written loop over the same packed rows: no Trainer, no metrics. `adapter_dtype` casts
     the LoRA weights first (bare_bf16_adapters: what TRL does to a quantized model's adapters)."""
     from trl import pack_dataset
@@ -323,7 +426,7 @@ def run_bare_loop(name, cfg, base, tokenizer, data, bench, adapter_dtype=None) -
     from src.model import build_model
     from src.trainer import compute_dtype
 
-    before = release_and_reset_peak()
+    memory = StepMemory()
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, base)
     model.train()
@@ -338,12 +441,14 @@ def run_bare_loop(name, cfg, base, tokenizer, data, bench, adapter_dtype=None) -
     gradients = None
     dtype = compute_dtype(cfg)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    memory.setup_done()
     for step in range(bench.warmup_steps + bench.measure_steps):
         start = (step * b) % max(len(rows) - b, 1)
         batch = {
             k: v.to(model.device) for k, v in collate([rows[i] for i in range(start, start + b)]).items()
         }
         dropout = dropout_off(model) if step == 0 else []
+        memory.step_begin()
         began = time.perf_counter()
         with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
             loss = model(**batch, use_cache=False).loss
@@ -355,9 +460,11 @@ def run_bare_loop(name, cfg, base, tokenizer, data, bench, adapter_dtype=None) -
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         seconds.append(time.perf_counter() - began)
-    result = summarize(name, seconds, collate.batches, bench.warmup_steps, peak_memory_gb())
+        memory.step_end()
+        turns.step_done(name)
+    result = summarize(name, seconds, collate.batches, bench.warmup_steps, memory)
     del model, optimizer
-    result = add_memory(result, before, None, bool(cfg.memory.gradient_checkpointing))
+    result = add_memory(result, memory, None, bool(cfg.memory.gradient_checkpointing))
     return check_gradients(
         result,
         cfg,
@@ -422,6 +529,8 @@ def _optional(value: float | None, spec: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     import tempfile
 
+    from transformers.utils import logging as transformers_logging
+
     from src.config import compose
     from src.data.cache import prepare_data
     from src.model import load_tokenizer, resolve_base
@@ -429,6 +538,7 @@ def main(argv: list[str] | None = None) -> None:
     from src.trainer import compute_dtype
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    transformers_logging.disable_progress_bar()  # "Loading weights" bars, once per variant and reference
     args = list(sys.argv[1:] if argv is None else argv)
     bench = OmegaConf.load(BENCH_DEFAULTS)
     bench_overrides = [a.removeprefix("bench.") for a in args if a.startswith("bench.")]
@@ -475,26 +585,37 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [name for name in bench.variants if name not in {*bare_runs, *TRAINER_VARIANTS}]
     if unknown:
         sys.exit(f"bench.variants: unknown {unknown}; known: {sorted({*bare_runs, *TRAINER_VARIANTS})}")
-    results = []
+    # every variant's steps interleave in rounds (Rounds): drift of the machine falls on all of them alike
+    turns = Rounds(
+        list(bench.variants),
+        scoped={"ours": compact_lm_head_on_cpu, "ours_callbacks": compact_lm_head_on_cpu},
+    )
     with tempfile.TemporaryDirectory() as workdir:
+        jobs = {}
         for name in bench.variants:
-            log.info("== %s", name)
             if name in bare_runs:
                 variant_cfg, adapter_dtype = bare_runs[name]
-                results.append(
-                    run_bare_loop(
-                        name, variant_cfg, base, tokenizer, data, bench, adapter_dtype=adapter_dtype
-                    )
+                jobs[name] = functools.partial(
+                    run_bare_loop, name, variant_cfg, base, tokenizer, data, bench, turns, adapter_dtype
                 )
             else:
                 variant_cfg = copy.deepcopy(
                     ours_cfg if name in ("ours", "ours_callbacks", "trainer") else cfg
                 )
-                results.append(
-                    run_trainer_variant(
-                        name, variant_cfg, base, tokenizer, data, raw_train, bench, Path(workdir)
-                    )
+                jobs[name] = functools.partial(
+                    run_trainer_variant,
+                    name,
+                    variant_cfg,
+                    base,
+                    tokenizer,
+                    data,
+                    raw_train,
+                    bench,
+                    Path(workdir),
+                    turns,
                 )
+        log.info("variants in rounds of one step each: %s", " → ".join(bench.variants))
+        results = turns.run(jobs)
     reference = next((r for r in results if r["variant"] == "ours"), results[0])
     bare = next((r for r in results if r["variant"] == "bare"), None)
     for r in results:
