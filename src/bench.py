@@ -34,7 +34,7 @@ from transformers import TrainerCallback
 
 from src.config import ConfigError, validate
 from src.memory import peak_memory_gb, release_and_reset_peak
-from src.patches import compact_lm_head_on_cpu
+from src.patches import cpu_lm_head
 
 log = logging.getLogger("src.bench")
 BENCH_DEFAULTS = Path(__file__).resolve().parents[1] / "conf" / "bench" / "default.yaml"
@@ -588,7 +588,7 @@ def main(argv: list[str] | None = None) -> None:
     # every variant's steps interleave in rounds (Rounds): drift of the machine falls on all of them alike
     turns = Rounds(
         list(bench.variants),
-        scoped={"ours": compact_lm_head_on_cpu, "ours_callbacks": compact_lm_head_on_cpu},
+        scoped={"ours": cpu_lm_head, "ours_callbacks": cpu_lm_head},
     )
     with tempfile.TemporaryDirectory() as workdir:
         jobs = {}

@@ -36,27 +36,84 @@ def cpu_has_native_bf16() -> bool:
 
 
 @contextlib.contextmanager
-def compact_lm_head_on_cpu() -> Iterator[None]:
-    """While active, TRL's fused LM head scores only the positions that carry a label on CPU too.
+def cpu_lm_head() -> Iterator[None]:
+    """While active, TRL's fused LM head on CPU scores only the positions that carry a label, with torch's own
+    log-softmax (`CpuLogProbs`) instead of TRL's tiled fallback. Exact numbers stay the same
+    (tests/test_packing.py); GPUs keep TRL's Triton kernel untouched.
 
-    TRL 1.16.0 (`trl.trainer.utils.add_fused_lm_head`) scores only labelled positions on Triton devices and
-    every position elsewhere, to keep tile shapes fixed for compilers such as Neuron. On CPU nothing is
-    compiled, so scoring every position only wastes work: with assistant-only loss most positions carry no
-    label. The numbers are the same (tests/test_packing.py). The module global `_use_triton` is read at every
-    forward, so the patch must cover the training and evaluation calls; it is restored on exit, so other
-    trainers in the same process (the benchmark's comparison recipes) run TRL unchanged."""
+    TRL 1.16.0 (`trl.trainer.utils.add_fused_lm_head`):
+    - scores only labelled positions on Triton devices and every position elsewhere, to keep tile shapes fixed
+      for compilers such as Neuron. On CPU nothing is compiled, and with assistant-only loss most positions
+      carry no label, so scoring them all only wastes work;
+    - on devices without Triton folds each 4096 × 32768 logits tile with about ten full passes in float32
+      (online log-sum-exp, entropy, an arange mask for top-1) and recomputes every tile in backward. One
+      thread of an AVX512-BF16 Xeon, 2048 positions, SmolLM2's 49152-entry vocabulary, forward + backward:
+      2.35 s with 30% of positions labelled, where the model's own full-logits loss takes 1.84 s and
+      `CpuLogProbs` 0.92 s (docs/benchmarks.md).
+    Both are module globals read at every forward, so the patch must cover the training and evaluation
+    calls; it is restored on exit, so other trainers in the same process (the benchmark's comparison
+    recipes) run TRL unchanged."""
     import trl.trainer.utils as trl_utils
 
-    original = trl_utils._use_triton
+    use_triton, function = trl_utils._use_triton, trl_utils._ChunkedLogProbFunction
 
     def compact(device) -> bool:
-        return device.type == "cpu" or original(device)
+        return device.type == "cpu" or use_triton(device)
 
     trl_utils._use_triton = compact
+    trl_utils._ChunkedLogProbFunction = CpuLogProbs(function)
     try:
         yield
     finally:
-        trl_utils._use_triton = original
+        trl_utils._use_triton, trl_utils._ChunkedLogProbFunction = use_triton, function
+
+
+class CpuLogProbs:
+    """Stands in for TRL's `ChunkedLogProbFunction` (same `apply` arguments and outputs): on CPU, per-token
+    log-probabilities of `hidden @ weight.T` (+ bias, logit scale, softcap, temperature as TRL applies them)
+    through `torch.log_softmax`, `ROWS` positions at a time; elsewhere TRL's own function.
+
+    hidden (N, H), weight (V, H), targets (N,) → log-probabilities (N,) with gradients to hidden and weight;
+    entropy, log Σp², mean logit and top-1 (N,) are computed without gradients (TRL's SFT loss uses only the
+    log-probabilities; its entropy and token accuracy are logged). Backward keeps the (N, V) float32
+    log-softmax of the labelled positions instead of recomputing tiles: on CPU memory is cheaper than the
+    second LM-head matmul (src/plan/estimate.py counts it)."""
+
+    ROWS = 256  # positions per log-softmax: bounds its temporaries (about 18 bytes × ROWS × V, the planner's)
+
+    def __init__(self, library_function):
+        self.library_function = library_function
+
+    def apply(
+        self, hidden, weight, bias, targets, temperature, chunk_size, softcap=None, scale=1.0, outputs=()
+    ):
+        if hidden.device.type != "cpu":
+            return self.library_function.apply(
+                hidden, weight, bias, targets, temperature, chunk_size, softcap, scale, outputs
+            )
+        import torch
+
+        pieces = []
+        for start in range(0, max(hidden.shape[0], 1), self.ROWS):  # one empty piece when nothing is labelled
+            logits = torch.nn.functional.linear(hidden[start : start + self.ROWS], weight, bias).float()
+            logits = logits * scale if scale != 1.0 else logits
+            if softcap is not None:
+                logits = softcap * torch.tanh(logits / softcap)
+            logits = logits / temperature if temperature != 1.0 else logits
+            log_p = torch.log_softmax(logits, dim=-1)
+            rows_targets = targets[start : start + self.ROWS]
+            log_probs = log_p.gather(-1, rows_targets.unsqueeze(-1)).squeeze(-1)
+            with torch.no_grad():
+                p = log_p.exp() if {"entropy", "log_sum_sq_probs"} & set(outputs) else None
+                extra = (
+                    -(p * log_p).sum(-1) if "entropy" in outputs else None,
+                    torch.log((p * p).sum(-1)) if "log_sum_sq_probs" in outputs else None,
+                    logits.mean(-1) if "mean_logits" in outputs else None,
+                    log_p.argmax(-1) == rows_targets if "is_top1" in outputs else None,
+                )
+            del logits, p
+            pieces.append((log_probs, *extra))
+        return tuple(None if column[0] is None else torch.cat(column) for column in zip(*pieces, strict=True))
 
 
 @contextlib.contextmanager

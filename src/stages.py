@@ -30,7 +30,7 @@ from src.errors import TrainingDiverged
 from src.evaluate import prompt_and_reference, task_metric
 from src.export import merge_adapter, save_adapter
 from src.memory import peak_memory_gb
-from src.patches import compact_lm_head_on_cpu
+from src.patches import cpu_lm_head
 from src.run_info import claim_run_dir, hparams, summary_lines, write_metrics
 from src.trainer import build_trainer, compute_dtype, planned_steps, whole_run_train_loss
 
@@ -153,7 +153,7 @@ class TrainingRun:
     def train(self) -> dict[str, Any]:
         """The baseline, training and the evals, with TRL's fused LM head scoring only labelled positions on
         CPU for their duration (src/patches.py)."""
-        with compact_lm_head_on_cpu():
+        with cpu_lm_head():
             return self._train()
 
     def _train(self) -> dict[str, Any]:

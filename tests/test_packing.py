@@ -137,7 +137,7 @@ def test_scoring_only_labelled_positions_gives_the_same_loss(tiny_base):
     from trl.trainer.utils import add_fused_lm_head
 
     from src.data.collator import PackedRowsCollator
-    from src.patches import compact_lm_head_on_cpu
+    from src.patches import cpu_lm_head
 
     base, tokenizer = tiny_base
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
@@ -149,7 +149,7 @@ def test_scoring_only_labelled_positions_gives_the_same_loss(tiny_base):
         trl_utils._use_triton = lambda device: False
         every_position = model(**batch, fused_lm_head=True).log_probs
         trl_utils._use_triton = original
-        with compact_lm_head_on_cpu():
+        with cpu_lm_head():
             labelled_only = model(**batch, fused_lm_head=True).log_probs
     assert trl_utils._use_triton is original  # undone on exit
     assert every_position.abs().sum() > 0

@@ -6,9 +6,10 @@ from __future__ import annotations
 import inspect
 from importlib.metadata import version
 
+import pytest
 import torch
 
-from src.patches import CHECKED_ON, compact_lm_head_on_cpu, cpu_has_native_bf16
+from src.patches import CHECKED_ON, CpuLogProbs, cpu_has_native_bf16, cpu_lm_head
 
 
 def test_installed_versions_are_the_ones_the_patches_were_checked_on():
@@ -23,9 +24,57 @@ def test_trl_fused_lm_head_still_reads_the_module_global_it_patches():
     assert "compact = _use_triton(hidden_states.device)" in source  # read at every forward
     original = trl_utils._use_triton
     assert original(torch.device("cpu")) is False  # what the patch changes on CPU
-    with compact_lm_head_on_cpu():
+    assert "per_token = _ChunkedLogProbFunction.apply(" in source  # the function CpuLogProbs stands in for
+    function = trl_utils._ChunkedLogProbFunction
+    with cpu_lm_head():
         assert trl_utils._use_triton(torch.device("cpu")) is True
+        assert isinstance(trl_utils._ChunkedLogProbFunction, CpuLogProbs)
     assert trl_utils._use_triton is original  # scoped: undone on exit
+    assert trl_utils._ChunkedLogProbFunction is function
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"bias": False, "softcap": None, "scale": 1.0, "temperature": 1.0},
+        {"bias": True, "softcap": 3.0, "scale": 0.5, "temperature": 0.7},
+    ],
+    ids=["plain", "bias-softcap-scale-temperature"],
+)
+def test_cpu_log_probs_match_trl_function_in_values_and_gradients(settings):
+    """CpuLogProbs gives TRL's ChunkedLogProbFunction's outputs and gradients (float32; 70 rows over the
+    1024-row pieces' edge is exercised with ROWS patched down to 32)."""
+    from trl.kernels import ChunkedLogProbFunction
+
+    torch.manual_seed(0)
+    hidden = torch.randn(70, 16, dtype=torch.float64).float()
+    weight = torch.randn(300, 16) * 0.5
+    bias = torch.randn(300) if settings["bias"] else None
+    targets = torch.randint(0, 300, (70,))
+    targets[5] = int((hidden[5] @ weight.T + (bias if bias is not None else 0)).argmax())  # one sure top-1
+    outputs = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
+    args = (settings["temperature"], 128, settings["softcap"], settings["scale"], outputs)
+    results = {}
+    for name, function in (("trl", ChunkedLogProbFunction), ("ours", CpuLogProbs(ChunkedLogProbFunction))):
+        h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+        if name == "ours":
+            function.ROWS = 32
+        values = function.apply(h, w, bias, targets, *args)
+        (values[0] * torch.linspace(-1, 1, 70)).sum().backward()  # an uneven upstream gradient
+        results[name] = (values, h.grad, w.grad)
+    (trl_values, trl_h, trl_w), (our_values, our_h, our_w) = results["trl"], results["ours"]
+    for trl_value, our_value in zip(trl_values, our_values, strict=True):
+        if trl_value.dtype == torch.bool:
+            assert torch.equal(trl_value, our_value) and our_value[5]
+        else:
+            torch.testing.assert_close(our_value, trl_value, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(our_h, trl_h, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(our_w, trl_w, rtol=1e-5, atol=1e-6)
+    # nothing labelled: a differentiable empty result, as TRL's
+    empty = CpuLogProbs(ChunkedLogProbFunction).apply(
+        hidden[:0].requires_grad_(), weight, None, targets[:0], *args
+    )
+    assert empty[0].shape == (0,) and empty[0].requires_grad and empty[4].dtype == torch.bool
 
 
 def test_sft_trainer_still_refuses_a_collator_at_init_with_padding_free_packing():

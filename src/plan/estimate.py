@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from src.config import ConfigError
+from src.patches import CpuLogProbs
 
 GIB = 2**30
 NF4_BITS = 4 + 0.127  # 4-bit codes + double-quantized absmax constants (block 64, second level 256)
@@ -87,8 +88,11 @@ def lora_parameters(shapes: Shapes, lora) -> int:
 
 # TRL's fused LM head (what this project's trainer uses) scores tokens in tiles of at most 4096 tokens ×
 # 32768 vocabulary entries, in fp32 (trl.kernels.chunked_logprob / trl.trainer.utils); full logits are never
-# materialised.
+# materialised. On CPU src/patches.py::CpuLogProbs replaces it: it keeps the fp32 log-softmax of every labelled
+# position for backward and, CpuLogProbs.ROWS positions at a time, about 18 bytes per position and vocabulary
+# entry of temporaries (bf16 and fp32 logits, log-softmax, probabilities and their product for the entropy).
 HEAD_TILE_TOKENS, HEAD_TILE_VOCAB = 4096, 32768
+CPU_HEAD_TEMPORARY_BYTES = 18
 
 
 def layer_activation_bytes(shapes: Shapes) -> int:
@@ -110,22 +114,32 @@ def layer_activation_bytes(shapes: Shapes) -> int:
     return 2 * bf16 + 4 * fp32
 
 
-def activation_bytes(shapes: Shapes, micro_batch: int, length: int, checkpointing: bool) -> int:
+def activation_bytes(
+    shapes: Shapes, micro_batch: int, length: int, checkpointing: bool, on_cpu: bool = False
+) -> int:
     """Activations at the peak of a training step for micro_batch rows of `length` tokens (a full row: the
     planner plans for the longest batch). With gradient checkpointing each layer keeps only its fp32 input,
     and one layer at a time is recomputed in full. The loss adds the fused LM head's fp32 tile and its
     gradient, the fp32 copies of the head's weight chunk it makes forward and backward (on devices without
-    fp32-output bf16 matmuls, e.g. CPU) and the fp32 hidden states it scores."""
+    fp32-output bf16 matmuls) and the fp32 hidden states it scores; on CPU (`on_cpu`, CpuLogProbs) the fp32
+    log-softmax of every position (planned as if all carried a label) and one piece's temporaries."""
     tokens = micro_batch * length
     per_layer = tokens * layer_activation_bytes(shapes)
     layers = (
         shapes.layers * tokens * shapes.hidden * 4 + per_layer if checkpointing else shapes.layers * per_layer
     )
-    head = (
-        2 * min(tokens, HEAD_TILE_TOKENS) * min(shapes.vocab, HEAD_TILE_VOCAB) * 4
-        + 2 * shapes.hidden * min(shapes.vocab, HEAD_TILE_VOCAB) * 4
-        + tokens * shapes.hidden * 4
-    )
+    if on_cpu:
+        head = (
+            tokens * shapes.vocab * 4
+            + min(tokens, CpuLogProbs.ROWS) * shapes.vocab * CPU_HEAD_TEMPORARY_BYTES
+            + tokens * shapes.hidden * 4
+        )
+    else:
+        head = (
+            2 * min(tokens, HEAD_TILE_TOKENS) * min(shapes.vocab, HEAD_TILE_VOCAB) * 4
+            + 2 * shapes.hidden * min(shapes.vocab, HEAD_TILE_VOCAB) * 4
+            + tokens * shapes.hidden * 4
+        )
     return layers + head
 
 
@@ -157,7 +171,7 @@ def plan(cfg, micro_batch: int | None = None, on_cpu: bool = False) -> dict:
     optimizer = trainable * (2 if "8bit" in cfg.optim.optimizer else ADAMW_BYTES)
     b = micro_batch or cfg.memory.per_device_train_batch_size
     length = cfg.data.max_length
-    act = {ckpt: activation_bytes(shapes, b, length, ckpt) for ckpt in (False, True)}
+    act = {ckpt: activation_bytes(shapes, b, length, ckpt, on_cpu) for ckpt in (False, True)}
     static = weights + adapter + gradients + optimizer + (CPU_RUNTIME_BYTES if on_cpu else 0)
     ckpt = cfg.memory.gradient_checkpointing
     peak = {c: static + act[c] for c in (False, True)}
