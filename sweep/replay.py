@@ -134,6 +134,59 @@ class Recording:
         floor = statistics.median(s["spread_regret_percent"] for s in spreads)
         return {"configs": spreads, "floor_regret_percent": floor}
 
+    def separation(self, rank: int = 10) -> dict[str, Any] | None:
+        """How far the `rank`-th best configuration lies behind the best, in loss and regret units, and as a
+        multiple of the noise floor (a grid whose top configurations lie within the noise cannot tell
+        strategies apart). None with fewer configurations than `rank`."""
+        losses = sorted(curve.best for curve in self.curves.values())
+        if len(losses) < rank:
+            return None
+        gap = losses[rank - 1] - losses[0]
+        noise = self.noise_floor()
+        gap_regret = 100.0 * gap / (self.baseline - self.best)
+        return {
+            "rank": rank,
+            "best": losses[0],
+            "ranked": losses[rank - 1],
+            "gap": gap,
+            "gap_regret_percent": gap_regret,
+            "noise_floors": gap_regret / noise["floor_regret_percent"] if noise else None,
+        }
+
+    def effects(self) -> dict[str, list[dict[str, Any]]]:
+        """What each varied key does, the others held fixed: the configurations are grouped by all other
+        keys; in every group that recorded each value of the key, the value with the lowest best eval loss
+        wins, and every value's excess over its group's best is taken. Per value: wins, groups, and the
+        median excess (loss units and % of the grid's regret scale)."""
+        effects = {}
+        for index, key in enumerate(self.keys):
+            values = sorted({config[index] for config in self.curves})
+            if len(values) < 2:
+                continue
+            groups: dict[tuple, dict[Any, float]] = defaultdict(dict)
+            for config, curve in self.curves.items():
+                groups[config[:index] + config[index + 1 :]][config[index]] = curve.best
+            complete = [group for group in groups.values() if len(group) == len(values)]
+            if not complete:
+                continue
+            rows = []
+            for value in values:
+                excess = [group[value] - min(group.values()) for group in complete]
+                rows.append(
+                    {
+                        "value": value,
+                        "wins": sum(group[value] == min(group.values()) for group in complete),
+                        "groups": len(complete),
+                        "median_excess": statistics.median(excess),
+                        "median_excess_regret_percent": 100.0
+                        * statistics.median(excess)
+                        / (self.baseline - self.best),
+                        "best": min(group[value] for group in complete),
+                    }
+                )
+            effects[key] = rows
+        return effects
+
 
 def _curves_from_rows(rows: list[dict[str, Any]]) -> tuple[list[Curve], list[float]]:
     by_trial: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
@@ -613,6 +666,8 @@ def replay_grid(
             "best_config": dict(zip(recording.keys, recording.best_config)),
         },
         "noise": recording.noise_floor(),
+        "separation": recording.separation(),
+        "effects": recording.effects(),
         "target": {"budget": target_budget, "median_regret_percent": target_regret(recording)},
         "learning_rate_rule": learning_rate_against_rule(recording, prior),
         "differs_from_grid": differences,
@@ -721,6 +776,20 @@ def format_grid(grid: dict[str, Any], budgets: list[float]) -> list[str]:
         )
     else:
         lines.append("Noise floor: unknown (no configuration recorded with several seeds)")
+    gap = grid["separation"]
+    if gap:
+        floors = f" = {gap['noise_floors']:.1f} x the noise floor" if gap["noise_floors"] is not None else ""
+        lines.append(
+            f"Best vs {gap['rank']}th-best configuration: {gap['best']:.4f} vs {gap['ranked']:.4f}, "
+            f"{gap['gap_regret_percent']:.2f}% regret{floors} (>= 3 needed to tell strategies apart)"
+        )
+    for key, rows in grid["effects"].items():
+        cells = [
+            f"{r['value']:g}: wins {r['wins']}/{r['groups']}, "
+            f"median excess {r['median_excess']:.4f} ({r['median_excess_regret_percent']:.1f}%), best {r['best']:.4f}"
+            for r in rows
+        ]
+        lines.append(f"Effect of {key} (others fixed): " + "; ".join(cells))
     lines.append(
         f"Target at {target['budget']:g} of the steps: median regret <= {target['median_regret_percent']:.2f}%, "
         "grid best pruned in <= 1 of 20 seeds"

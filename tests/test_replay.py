@@ -420,3 +420,32 @@ def test_no_trial_is_pruned_inside_warmup():
     callback = evaluate_through_callback(trial, [5, 10, 15, 20, 25, 30], 100, 0.2)
     assert callback.pruned_at == 25
     assert sorted(study.get_trials()[0].intermediate_values) == [25]
+
+
+def test_separation_and_effects_of_each_key_on_the_gpu_grid():
+    """Best vs 10th best in noise floors, and each key's effect with the others fixed, on grid_gpu.csv."""
+    import statistics
+
+    gpu = load_recording(Path(__file__).parents[1] / "benchmarks" / "grid_gpu.csv")
+    gap = gpu.separation()
+    losses = sorted(curve.best for curve in gpu.curves.values())
+    assert gap["best"] == losses[0] == gpu.best and gap["ranked"] == losses[9]
+    scale = gpu.baseline - gpu.best
+    assert gap["gap_regret_percent"] == pytest.approx(100 * (losses[9] - losses[0]) / scale)
+    floor = gpu.noise_floor()["floor_regret_percent"]
+    assert gap["noise_floors"] == pytest.approx(gap["gap_regret_percent"] / floor)
+    effects = gpu.effects()
+    assert set(effects) == {"optim.learning_rate", "lora.r", "optim.num_train_epochs"}  # warmup: one value
+    rows = {row["value"]: row for row in effects["optim.learning_rate"]}
+    others = {config[1:] for config in gpu.curves}  # every (rank, epochs) recorded at every learning rate
+    assert all(row["groups"] == len(others) for row in rows.values())
+    assert sum(row["wins"] for row in rows.values()) == len(others)  # no ties
+    assert rows[1e-3]["best"] == gpu.best and rows[1e-3]["median_excess"] == 0.0
+    for value, row in rows.items():
+        excess = [
+            gpu.curves[(value, *rest)].best - min(gpu.curves[c].best for c in gpu.curves if c[1:] == rest)
+            for rest in others
+        ]
+        assert row["median_excess"] == pytest.approx(statistics.median(excess))
+        assert row["median_excess_regret_percent"] == pytest.approx(100 * statistics.median(excess) / scale)
+    assert gpu.separation(rank=len(gpu.curves) + 1) is None
