@@ -229,8 +229,13 @@ def build_recording(curves: list[Curve], baselines: list[float]) -> Recording:
     repeats: dict[tuple, list[float]] = defaultdict(list)
     seeds = [c.config.get("seed") for c in curves]
     grid_seed = max(set(seeds), key=seeds.count)  # the seed most curves share: the grid's own runs
+    runs = set()  # (configuration, seed): a second trial of the same run (e.g. a grid study that re-ran a
+    # point after a failed trial) repeats its numbers exactly, so it is not another seed of the noise floor
     for curve in sorted(curves, key=lambda c: c.config.get("seed") != grid_seed):
         config = tuple(curve.config[k] for k in keys)
+        if (config, curve.config.get("seed")) in runs:
+            continue
+        runs.add((config, curve.config.get("seed")))
         grid.setdefault(config, curve)
         repeats[config].append(curve.best)
     return Recording(grid, keys, fixed, statistics.median(baselines), dict(repeats))

@@ -449,3 +449,19 @@ def test_separation_and_effects_of_each_key_on_the_gpu_grid():
         assert row["median_excess"] == pytest.approx(statistics.median(excess))
         assert row["median_excess_regret_percent"] == pytest.approx(100 * statistics.median(excess) / scale)
     assert gpu.separation(rank=len(gpu.curves) + 1) is None
+
+
+def test_a_rerun_of_the_same_seed_is_not_another_seed_of_the_noise_floor():
+    """A grid study that ran a point twice with seed 42 (after a failed trial) holds identical numbers:
+    only other seeds count towards the spread."""
+    from sweep.replay import build_recording
+
+    def curve(learning_rate: float, seed: int, loss: float) -> Curve:
+        config = {"optim.learning_rate": learning_rate, "seed": seed}
+        return Curve(config, 24, [(12, 0.5, loss + 0.1), (24, 1.0, loss)])
+
+    curves = [curve(1e-3, 42, 0.10), curve(1e-4, 42, 0.20), curve(1e-4, 42, 0.20), curve(1e-3, 43, 0.12)]
+    recording = build_recording(curves, [0.7])
+    assert recording.repeats == {(1e-3,): [0.10, 0.12], (1e-4,): [0.20]}
+    noise = recording.noise_floor()
+    assert [c["spread"] for c in noise["configs"]] == [pytest.approx(0.02)]
