@@ -202,7 +202,7 @@ class SFTOptunaSweeper(OptunaSweeper):
                     i,
                     value,
                 )
-        fail_stale_trials(study)
+        self._fail_stale_trials(study)
         self._enqueue_new(study)
         done = finished_trials(study)
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
@@ -255,7 +255,7 @@ class SFTOptunaSweeper(OptunaSweeper):
                 )
                 break
             time.sleep(POLL_SECONDS)
-            fail_stale_trials(study)  # a worker on this host that died mid-trial frees its place
+            self._fail_stale_trials(study)  # a worker on this host that died mid-trial frees its place
         self._write_results(study)
 
     def _announce_learning_rate_prior(self, space: dict[str, Any], arguments: list[str]) -> None:
@@ -315,6 +315,17 @@ class SFTOptunaSweeper(OptunaSweeper):
         study.sampler = instantiate(
             self.sampler_config, seed=int(seed) + number, _execution_whitelist_=OPTUNA_TARGETS
         )
+
+    def _fail_stale_trials(self, study: optuna.Study) -> None:
+        """Fail the trials of dead workers (sweep/liveness.py). In a grid sweep, each one's point is queued
+        again: Optuna's GridSampler counts a failed trial's point as visited, so the grid would never be
+        completed and, once every point was visited, it re-runs a random finished one instead (optuna
+        4.x `GridSampler.before_trial`). Other samplers simply go on sampling."""
+        for number in fail_stale_trials(study):
+            if self.grid is not None:
+                params = study.trials[number].params
+                study.enqueue_trial(params, user_attrs={"retry_of": number})
+                log.info("Grid point of interrupted trial %d queued again: %s", number, params)
 
     def _enqueue_new(self, study: optuna.Study) -> None:
         """Queue each configured parameter set once per study (a resumed sweep does not queue it again)."""

@@ -258,6 +258,44 @@ def test_a_grid_preset_runs_every_grid_point_once(tmp_path):
     ]  # eval.steps=0.125
 
 
+def test_a_killed_grid_sweep_runs_its_interrupted_point_again_on_resume(tmp_path):
+    """A grid point whose trial was interrupted is queued again, so the resumed grid has every point once
+    (Optuna's GridSampler alone counts the failed point as visited and re-runs a finished one instead)."""
+    import os
+    import signal
+    import time
+
+    from src.run_info import complete_checkpoints
+
+    folder = tmp_path / "grid"
+    command = sweep_command(folder, "model=tiny", "data.builtin_examples=16", "hydra.sweeper.n_trials=100")
+    command[command.index("hparams_search=tiny_cpu")] = "hparams_search=grid_default"
+    command += [
+        'hydra.sweeper.params={optim.learning_rate:"choice(1e-3,1e-2)",lora.r:"choice(4)",'
+        'optim.num_train_epochs:"choice(1)"}',
+        "optim.max_steps=30",
+        "eval.steps=10",
+    ]
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.time() + 600
+    while not complete_checkpoints(folder / "trial_1"):
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Grid point of interrupted trial 1 queued again" in result.stdout + result.stderr
+    study = optuna.load_study(study_name="grid_default", storage=f"sqlite:///{folder / 'optuna.db'}")
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert study.trials[2].params == study.trials[1].params and study.trials[2].user_attrs["retry_of"] == 1
+    completed = {t.params["optim.learning_rate"] for t in study.trials if t.state == TrialState.COMPLETE}
+    assert completed == {1e-3, 1e-2}
+
+
 def test_a_three_trial_sweep_measures_the_untouched_model_once(tmp_path):
     folder = tmp_path / "baseline"
     output = run_sweep(
