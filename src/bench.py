@@ -17,7 +17,6 @@ throughput (MFU). Writes JSON next to it."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import json
@@ -86,7 +85,6 @@ class Rounds:
     def run(self, jobs: dict[str, Callable[[], dict]]) -> list[dict]:
         """Run every job (setup, steps calling `step_done`, gradient check) in its own thread; results in order."""
         results, errors = {}, {}
-        one_malloc_arena()
 
         def work(name: str) -> None:
             self.take(name)
@@ -107,17 +105,18 @@ class Rounds:
         return [results[name] for name in self.order]
 
 
-def one_malloc_arena() -> None:
-    """Make every thread allocate from glibc's one main arena. By default each thread gets its own arena and
-    keeps what it frees there, so nine variants in nine threads held nine steps' worth of activations: peak
-    RSS 21.5 GB where one variant at a time needs ~6 (measured 2026-11-30; 4 variants: 8.5 GB by default,
-    5.2 GB with one arena). One thread runs at a time, so the shared arena's lock costs nothing. No-op off
-    glibc."""
-    import ctypes
+def one_malloc_arena(argv: list[str]) -> None:
+    """Run this command with glibc's malloc limited to one arena (MALLOC_ARENA_MAX=1), re-executing it once
+    if need be: glibc reads the limit when a thread first needs an arena, which torch and tokenizers threads
+    may already have done, so setting it later (mallopt) did not hold (18.6 GB peak RSS). By default every
+    thread gets its own arena and keeps what it frees there, so the variants' threads held several steps of
+    activations at once: 21.5 GB peak RSS for 9 variants; 4 variants 8.5 GB by default, 5.2 GB with one
+    arena (measured 2026-11-30). One thread runs at a time, so the shared arena's lock costs nothing."""
+    import os
 
-    M_ARENA_MAX = -8  # glibc's malloc.h
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, 1)
+    if os.environ.get("MALLOC_ARENA_MAX") != "1" and sys.platform == "linux":
+        os.environ["MALLOC_ARENA_MAX"] = "1"
+        os.execv(sys.executable, [sys.executable, "-m", "src.bench", *argv])
 
 
 class StepMemory:
@@ -543,6 +542,9 @@ def _optional(value: float | None, spec: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     import tempfile
+
+    if argv is None:  # as a command (not called from Python): before any thread exists
+        one_malloc_arena(sys.argv[1:])
 
     from transformers.utils import logging as transformers_logging
 
