@@ -173,28 +173,29 @@ def test_median_pruner_stops_a_clearly_worse_trial(tmp_path):
     assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 4  # the sweep went on
 
 
-def test_killed_sweep_resumes_with_the_interrupted_trial_failed(tmp_path):
+def kill_once_trial_checkpoints(command: list[str], trial_dir: Path) -> None:
+    """Start a sweep and SIGKILL its whole process group once `trial_dir` holds a complete checkpoint."""
     import os
     import signal
     import time
 
     from src.run_info import complete_checkpoints
 
-    folder = tmp_path / "killed"
-    args = ["hydra.sweeper.pruner=null", "hydra.sweeper.n_trials=3", "optim.max_steps=30", "eval.steps=10"]
     process = subprocess.Popen(
-        sweep_command(folder, *args),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     deadline = time.time() + 600
-    while not complete_checkpoints(folder / "trial_1"):
+    while not complete_checkpoints(trial_dir):
         assert process.poll() is None and time.time() < deadline
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def test_killed_sweep_resumes_with_the_interrupted_trial_failed(tmp_path):
+    folder = tmp_path / "killed"
+    args = ["hydra.sweeper.pruner=null", "hydra.sweeper.n_trials=3", "optim.max_steps=30", "eval.steps=10"]
+    kill_once_trial_checkpoints(sweep_command(folder, *args), folder / "trial_1")
     finished_before = folder_digest(folder / "trial_0")
     output = run_sweep(folder, *args)
     assert "Trial 1 interrupted" in output
@@ -261,12 +262,6 @@ def test_a_grid_preset_runs_every_grid_point_once(tmp_path):
 def test_a_killed_grid_sweep_runs_its_interrupted_point_again_on_resume(tmp_path):
     """A grid point whose trial was interrupted is queued again, so the resumed grid has every point once
     (Optuna's GridSampler alone counts the failed point as visited and re-runs a finished one instead)."""
-    import os
-    import signal
-    import time
-
-    from src.run_info import complete_checkpoints
-
     folder = tmp_path / "grid"
     command = sweep_command(folder, "model=tiny", "data.builtin_examples=16", "hydra.sweeper.n_trials=100")
     command[command.index("hparams_search=tiny_cpu")] = "hparams_search=grid_default"
@@ -276,15 +271,7 @@ def test_a_killed_grid_sweep_runs_its_interrupted_point_again_on_resume(tmp_path
         "optim.max_steps=30",
         "eval.steps=10",
     ]
-    process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    deadline = time.time() + 600
-    while not complete_checkpoints(folder / "trial_1"):
-        assert process.poll() is None and time.time() < deadline
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_once_trial_checkpoints(command, folder / "trial_1")
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Grid point of interrupted trial 1 queued again" in result.stdout + result.stderr
