@@ -113,6 +113,21 @@ def test_csv_round_trip_and_recording(grid_csv):
     noise = recording.noise_floor()
     (config,) = noise["configs"]
     assert config["seeds"] == 3 and config["spread"] == pytest.approx(0.003)
+    # the seeded configuration's grid point is the mean of its three curves (shifts 0, +0.001, -0.002)
+    seeded = (
+        config["config"]["optim.learning_rate"],
+        config["config"]["lora.r"],
+        config["config"]["optim.num_train_epochs"],
+    )
+    single = [r["eval_loss"] for r in rows if r["trial"] == 9]
+    point = recording.curves[seeded]
+    assert point.seeds == 3 and [loss for _, _, loss in point.evals] == pytest.approx(
+        [x - 0.001 / 3 for x in single]
+    )
+    assert noise["grid_point_seeds"] == 3
+    assert noise["grid_point_floor_regret_percent"] == pytest.approx(
+        noise["floor_regret_percent"] / math.sqrt(3)
+    )
 
 
 def test_a_finished_sweep_folder_replays_like_its_csv(tmp_path):
@@ -267,13 +282,14 @@ def test_two_grids_replay_in_one_run_each_for_its_own_model(grid_csv, second_gri
     spread_two = 0.02 / (BASELINE - grid_two.best) * 100
     assert first["noise"]["floor_regret_percent"] == pytest.approx(spread_one, rel=1e-6)
     assert second["noise"]["floor_regret_percent"] == pytest.approx(spread_two, rel=1e-6)
-    assert first["target"]["median_regret_percent"] == 1.0 < spread_two
-    assert second["target"]["median_regret_percent"] == pytest.approx(spread_two, rel=1e-6)
+    # the target: the floor of a grid point, a mean of 3 seeds
+    assert first["target"]["median_regret_percent"] == 1.0 < spread_two / math.sqrt(3)
+    assert second["target"]["median_regret_percent"] == pytest.approx(spread_two / math.sqrt(3), rel=1e-6)
 
     # the summary has every strategy on both grids, from this one run
     (entry,) = result["summary"]
     assert entry["strategy"] == "default" and {"grid", "grid_llama"} <= set(entry)
-    assert entry["grid_llama"]["target"] == pytest.approx(spread_two, rel=1e-6)
+    assert entry["grid_llama"]["target"] == pytest.approx(spread_two / math.sqrt(3), rel=1e-6)
     assert entry["target_met_on_all"] == (entry["grid"]["target_met"] and entry["grid_llama"]["target_met"])
 
 
@@ -432,7 +448,7 @@ def test_separation_and_effects_of_each_key_on_the_gpu_grid():
     assert gap["best"] == losses[0] == gpu.best and gap["ranked"] == losses[9]
     scale = gpu.baseline - gpu.best
     assert gap["gap_regret_percent"] == pytest.approx(100 * (losses[9] - losses[0]) / scale)
-    floor = gpu.noise_floor()["floor_regret_percent"]
+    floor = gpu.noise_floor()["grid_point_floor_regret_percent"]  # the grid points are 3-seed means
     assert gap["noise_floors"] == pytest.approx(gap["gap_regret_percent"] / floor)
     effects = gpu.effects()
     assert set(effects) == {"optim.learning_rate", "lora.r", "optim.num_train_epochs"}  # warmup: one value
@@ -465,3 +481,37 @@ def test_a_rerun_of_the_same_seed_is_not_another_seed_of_the_noise_floor():
     assert recording.repeats == {(1e-3,): [0.10, 0.12], (1e-4,): [0.20]}
     noise = recording.noise_floor()
     assert [c["spread"] for c in noise["configs"]] == [pytest.approx(0.02)]
+
+
+def test_a_grid_point_averages_only_the_seeds_with_the_same_evals():
+    """A seed pruned early, or evaluated at other steps, cannot be averaged eval by eval: the grid point
+    averages the rest; a configuration whose own (grid-seed) run was pruned stays that run."""
+    from sweep.replay import build_recording, mean_curve
+
+    def curve(
+        seed: int, losses: tuple[float, ...], steps: tuple[int, ...] = (12, 24), complete=True
+    ) -> Curve:
+        evals = [(step, step / 24, loss) for step, loss in zip(steps, losses)]
+        return Curve({"optim.learning_rate": 1e-3, "seed": seed}, 24, evals, complete)
+
+    grid_run, other, pruned, shifted = (
+        curve(42, (0.3, 0.10)),
+        curve(43, (0.5, 0.14)),
+        curve(44, (0.4,), (12,), complete=False),
+        curve(45, (0.2, 0.0), (8, 24)),
+    )
+    point = mean_curve([grid_run, other, pruned, shifted])
+    assert point.seeds == 2 and point.complete and point.config["seed"] == 42
+    assert [(s, loss) for s, _, loss in point.evals] == [(12, pytest.approx(0.4)), (24, pytest.approx(0.12))]
+    assert point.best == pytest.approx(0.12)
+    assert mean_curve([pruned, grid_run]) is pruned
+    assert mean_curve([grid_run]) is grid_run
+
+    single = Curve({"optim.learning_rate": 1e-4, "seed": 42}, 24, [(12, 0.5, 0.3), (24, 1.0, 0.11)])
+    recording = build_recording([other, grid_run, single], [0.7])
+    assert recording.best_config == (1e-4,) and recording.best == 0.11  # 0.10 was seed 42's luck: mean 0.12
+    assert recording.curves[(1e-3,)].config["seed"] == 42  # the grid's own seed leads, whatever the order
+    noise = recording.noise_floor()
+    assert noise["grid_point_seeds"] == 2
+    assert noise["floor_regret_percent"] == pytest.approx(100 * 0.04 / (0.7 - 0.11))
+    assert noise["grid_point_floor_regret_percent"] == pytest.approx(100 * 0.04 / (0.7 - 0.11) / math.sqrt(2))
