@@ -69,10 +69,20 @@ class Curve:
     evals: list[tuple[int, float, float]]
     complete: bool = True  # false for a trial that was itself pruned: nothing is known after its last eval
     seeds: int = 1  # runs whose eval losses this curve averages
+    # per eval, the seeds' mean best eval loss so far (a trial's objective); None for one run: the running
+    # minimum of its evals. The minimum of mean losses would be higher where the seeds' minima fall at
+    # different evals.
+    best_so_far: list[float] | None = None
+
+    def best_until(self, index: int) -> float:
+        """The objective after the eval at `index`: best eval loss so far (seed mean for a mean curve)."""
+        if self.best_so_far is not None:
+            return self.best_so_far[index]
+        return min(loss for _, _, loss in self.evals[: index + 1])
 
     @property
     def best(self) -> float:
-        return min(loss for _, _, loss in self.evals)
+        return self.best_until(len(self.evals) - 1)
 
 
 @dataclass
@@ -232,8 +242,10 @@ def recorded_model(rows: list[dict[str, Any]], source: Path) -> dict[str, Any] |
 
 def mean_curve(runs: list[Curve]) -> Curve:
     """The grid point of a configuration run with several seeds: at each eval, the mean eval loss of the
-    runs that finished with the same evals as the first (the grid's own seed); the first run alone when it
-    was pruned or no other run matches. A single seed's curve can be lucky (grid 2's best configuration:
+    runs that finished with the same evals as the first (the grid's own seed), reported to the pruner, and
+    the mean of their best eval loss so far, the objective (the mean of each seed's best, as a real trial
+    of the configuration would score on average); the first run alone when it was pruned or no other run
+    matches. A single seed's curve can be lucky (grid 2's best configuration:
     0.058 at seed 42, 0.076 at seeds 43 and 44), and a sweep's regret is judged against the grid's best."""
     first = runs[0]
     steps = [step for step, _, _ in first.evals]
@@ -248,7 +260,8 @@ def mean_curve(runs: list[Curve]) -> Curve:
         (step, fraction, statistics.fmean(run.evals[index][2] for run in same))
         for index, (step, fraction, _) in enumerate(first.evals)
     ]
-    return Curve(first.config, first.planned_steps, evals, True, seeds=len(same))
+    best_so_far = [statistics.fmean(run.best_until(index) for run in same) for index in range(len(evals))]
+    return Curve(first.config, first.planned_steps, evals, True, seeds=len(same), best_so_far=best_so_far)
 
 
 def build_recording(curves: list[Curve], baselines: list[float]) -> Recording:
@@ -471,7 +484,7 @@ def run_curve(trial: optuna.Trial, curve: Curve, strategy: Strategy) -> tuple[fl
     warmup_ratio = curve.config.get("optim.warmup_ratio")
     warmup_ratio = strategy.warmup_ratio if warmup_ratio is None else warmup_ratio
     warmup_steps = math.ceil(warmup_ratio * curve.planned_steps)
-    for step, _fraction, loss in curve.evals:
+    for index, (step, _fraction, loss) in enumerate(curve.evals):
         if loss < best - strategy.early_stopping_threshold:
             stalls = 0
         else:
@@ -480,10 +493,10 @@ def run_curve(trial: optuna.Trial, curve: Curve, strategy: Strategy) -> tuple[fl
         if step > warmup_steps:
             trial.report(loss, report_step(step, curve.planned_steps, strategy.report_at))
             if trial.should_prune():
-                return best, step, True
+                return curve.best_until(index), step, True
         if strategy.early_stopping_patience and stalls >= strategy.early_stopping_patience:
-            return best, step, False
-    return best, curve.evals[-1][0], False
+            return curve.best_until(index), step, False
+    return curve.best, curve.evals[-1][0], False
 
 
 @dataclass

@@ -505,6 +505,13 @@ def test_a_grid_point_averages_only_the_seeds_with_the_same_evals():
     assert [(s, loss) for s, _, loss in point.evals] == [(12, pytest.approx(0.4)), (24, pytest.approx(0.12))]
     assert point.best == pytest.approx(0.12)
     assert mean_curve([pruned, grid_run]) is pruned
+    # seeds whose minima fall at different evals: the objective is the mean of their bests (0.1), not the
+    # minimum of the mean curve (0.15)
+    early, late = curve(42, (0.1, 0.2)), curve(43, (0.3, 0.1))
+    point = mean_curve([early, late])
+    assert [loss for _, _, loss in point.evals] == pytest.approx([0.2, 0.15])
+    assert point.best_so_far == pytest.approx([0.2, 0.1]) and point.best == pytest.approx(0.1)
+    assert point.best_until(0) == pytest.approx(0.2) and early.best_until(1) == 0.1
     assert mean_curve([grid_run]) is grid_run
 
     single = Curve({"optim.learning_rate": 1e-4, "seed": 42}, 24, [(12, 0.5, 0.3), (24, 1.0, 0.11)])
