@@ -4,6 +4,7 @@
     python -m sweep.replay benchmarks/grid_gpu.csv benchmarks/grid_arithmetic.csv replay.seeds=20
     python -m sweep.replay benchmarks/grid_gpu.csv hparams_search=default,previous_default
     python -m sweep.replay outputs/sweeps/my_study                          # your own finished study
+    python -m sweep.replay replay=pruners                                   # the pruners tried for the default
 
 A strategy is an `hparams_search` preset (plus overrides): its real Optuna sampler, pruner, search space,
 enqueued trials, early stopping and reporting unit. Each replayed trial's sampled configuration is snapped
@@ -777,8 +778,9 @@ def run(
 
 def parse_arguments(argv: list[str]) -> tuple[list[Path], dict[str, dict[str, Any]], dict[str, Any]]:
     """SOURCES (curves CSVs or sweep folders; none: replay.sources), then Hydra-style words:
-    hparams_search=a,b (strategies), replay.KEY=VALUE, other overrides (applied to every strategy). Without
-    hparams_search, the strategies of conf/replay/default.yaml."""
+    replay=NAME (the strategies of conf/replay/NAME.yaml instead of default.yaml's; its other keys
+    override default.yaml's), hparams_search=a,b (strategies), replay.KEY=VALUE, other overrides (applied
+    to every strategy). Without hparams_search, the strategies of the replay config."""
     from omegaconf import OmegaConf
 
     from src.config import CONF_DIR
@@ -791,7 +793,16 @@ def parse_arguments(argv: list[str]) -> tuple[list[Path], dict[str, dict[str, An
     presets, common, replay_words = None, [], []
     for word in argv:
         key, _, value = word.partition("=")
-        if key == "hparams_search":
+        if key == "replay":
+            chosen = CONF_DIR / "replay" / f"{value}.yaml"
+            if not chosen.is_file():
+                options = ", ".join(sorted(p.stem for p in chosen.parent.glob("*.yaml")))
+                raise SystemExit(f"replay={value}: no conf/replay/{value}.yaml (options: {options}).")
+            own = OmegaConf.load(chosen)
+            settings = OmegaConf.merge(
+                OmegaConf.masked_copy(settings, [k for k in settings if k != "strategies"]), own
+            )
+        elif key == "hparams_search":
             presets = value.split(",")
         elif key.startswith("replay."):
             replay_words.append(word.removeprefix("replay."))

@@ -301,6 +301,28 @@ def test_without_sources_both_recorded_grids_replay_and_a_missing_one_is_refused
         run([grid_csv, tmp_path / "missing.csv"], strategies, settings)
 
 
+def test_another_replay_config_replaces_the_strategies_and_keeps_the_settings():
+    """replay=pruners: the pruners tried for the default (conf/replay/pruners.yaml), with default.yaml's
+    sources, seeds and budgets; a later replay.KEY still wins; an unknown name is refused in one sentence."""
+    sources, strategies, settings = parse_arguments(["replay=pruners", "replay.seeds=3"])
+    assert len(sources) == 2 and settings["seeds"] == 3 and settings["target_budget"] == 0.15
+    assert "default" not in strategies and len(strategies) == 14
+    assert strategies["asha_50_rf2"]["overrides"] == [
+        "hparams_search=default",
+        "hydra.sweeper.pruner.min_resource=50",
+        "hydra.sweeper.pruner.reduction_factor=2",
+    ]
+    assert strategies["percentile_75_50"]["pruner"]["n_warmup_steps"] == 50
+    from sweep.replay import compose_strategy
+
+    composed = compose_strategy("asha_50_rf2", strategies["asha_50_rf2"]["overrides"])
+    assert composed.pruner_config["min_resource"] == 50 and composed.pruner_config["reduction_factor"] == 2
+    with pytest.raises(
+        SystemExit, match=r"replay=nope: no conf/replay/nope.yaml \(options: default, pruners\)"
+    ):
+        parse_arguments(["replay=nope"])
+
+
 def test_values_outside_the_grid_snap_to_its_edge_and_are_counted(grid_csv, second_grid_csv):
     """A grid that recorded warmup at one value (0.05) snaps every sampled warmup to it, and counts every
     other value as outside; a learning rate above the grid's top snaps to the top."""
