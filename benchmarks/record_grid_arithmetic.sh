@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Records benchmarks/grid_arithmetic.csv, the second grid behind docs/sweeps.md (task 2, arithmetic), on CPU
-# (about 4 hours on one core of a 2-core CPU; SEED_JOBS=2 runs the seed studies two at a time; every step
-# resumes where it stopped, also on a machine that has only the CSV):
+# (about 3 hours on one core of a 2-core CPU; SEED_JOBS=2 runs the seed studies two at a time: its last 20 seed
+# runs took 26 min; every step resumes where it stopped, also on a machine that has only the CSV):
 #   bash benchmarks/record_grid_arithmetic.sh            # or SEED_JOBS=2 bash benchmarks/record_grid_arithmetic.sh
 # 1. the grid: 6 learning rates x warmup {0, 0.05, 0.15} x epochs {1, 3} at r16 (36 trials);
 # 2. the second rank: r32 at warmup 0.05, 6 learning rates x epochs {1, 3} (12 trials);
