@@ -44,12 +44,21 @@ def job_trial(number: int | None) -> tuple[optuna.Trial, str] | None:
     return trial, sweeper.get("report_at", "schedule")
 
 
-def report_step(step: int, max_steps: int, report_at: str) -> int:
+def report_step(step: int, max_steps: int, report_at: str, eval_fraction: float | None = None) -> int:
     """The step an eval is reported at. "schedule": percent of the trial's own schedule (0-100), so trials of
     1 and 3 epochs are compared at the same phase of their learning-rate schedules (at global step s, a
-    1-epoch trial is deeper into its decay than a 3-epoch one). "step": the global optimizer step."""
+    1-epoch trial is deeper into its decay than a 3-epoch one). "step": the global optimizer step.
+
+    With evals every `eval_fraction` of the run (`eval.steps` below 1), the phase is first snapped to the
+    nearest multiple of that fraction. transformers evaluates every ceil(fraction x max_steps) steps, so the
+    exact phases depend on the length: at 0.125, a 37-step trial evaluates at 14%, 27%, … and a 111-step one
+    at 13%, 25%, …; both report 12, 25, 38, … Pruners that compare trials at the same reported step (median,
+    percentile) would otherwise find no other trial to compare with and never prune."""
     if report_at == "schedule":
-        return round(100 * step / max_steps)
+        phase = step / max_steps
+        if eval_fraction:
+            phase = round(phase / eval_fraction) * eval_fraction
+        return round(100 * phase)
     return step
 
 
@@ -71,7 +80,9 @@ class PruningCallback(TrainerCallback):
             return  # the loss is still falling at the rate warmup allows: no judgement yet
         # the pruner judges eval loss whatever the objective: negated where the study maximises (task_metric)
         sign = 1.0 if self.trial.study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
-        self.trial.report(sign * loss, report_step(state.global_step, state.max_steps, self.report_at))
+        fraction = args.eval_steps if args.eval_steps is not None and args.eval_steps < 1 else None
+        at = report_step(state.global_step, state.max_steps, self.report_at, fraction)
+        self.trial.report(sign * loss, at)
         if self.trial.should_prune():
             self.pruned_at = state.global_step
             self.trial.set_user_attr(PRUNED_AT, state.global_step)

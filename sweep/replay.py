@@ -361,6 +361,7 @@ class Strategy:
     fixed: dict[str, Any]  # the composed run's values of the recording's keys
     enqueue_trials: list[dict[str, Any]]
     report_at: str
+    eval_fraction: float | None  # eval.steps below 1: evals every this fraction of a trial's steps
     warmup_ratio: float
     early_stopping_patience: int
     early_stopping_threshold: float
@@ -395,6 +396,7 @@ def compose_strategy(name: str, overrides: list[str]) -> Strategy:
         if sweeper.get("enqueue_trials")
         else [],
         report_at=sweeper.get("report_at", "schedule"),
+        eval_fraction=float(cfg.eval.steps) if cfg.eval.steps < 1 else None,
         warmup_ratio=float(cfg.optim.warmup_ratio),
         early_stopping_patience=int(cfg.eval.early_stopping_patience),
         early_stopping_threshold=float(cfg.eval.early_stopping_threshold),
@@ -492,7 +494,8 @@ def run_curve(trial: optuna.Trial, curve: Curve, strategy: Strategy) -> tuple[fl
             stalls += 1
         best = min(best, loss)
         if step > warmup_steps:
-            trial.report(loss, report_step(step, curve.planned_steps, strategy.report_at))
+            at = report_step(step, curve.planned_steps, strategy.report_at, strategy.eval_fraction)
+            trial.report(loss, at)
             if trial.should_prune():
                 return curve.best_until(index), step, True
         if strategy.early_stopping_patience and stalls >= strategy.early_stopping_patience:

@@ -198,6 +198,7 @@ def test_replay_is_deterministic_and_compares_strategies(grid_csv, tmp_path):
         "default_no_enqueue",
         "tpe",
         "random",
+        "default_asha",
         "default_median",
         "default_hyperband",
         "previous_default",
@@ -307,16 +308,23 @@ def test_another_replay_config_replaces_the_strategies_and_keeps_the_settings():
     sources, strategies, settings = parse_arguments(["replay=pruners", "replay.seeds=3"])
     assert len(sources) == 2 and settings["seeds"] == 3 and settings["target_budget"] == 0.15
     assert "default" not in strategies and len(strategies) == 14
-    assert strategies["asha_50_rf2"]["overrides"] == [
-        "hparams_search=default",
-        "hydra.sweeper.pruner.min_resource=50",
-        "hydra.sweeper.pruner.reduction_factor=2",
-    ]
-    assert strategies["percentile_75_50"]["pruner"]["n_warmup_steps"] == 50
+    assert strategies["asha_50_rf2"]["pruner"] == {
+        "_target_": "optuna.pruners.SuccessiveHalvingPruner",
+        "min_resource": 50,
+        "reduction_factor": 2,
+    }
     from sweep.replay import compose_strategy
 
-    composed = compose_strategy("asha_50_rf2", strategies["asha_50_rf2"]["overrides"])
-    assert composed.pruner_config["min_resource"] == 50 and composed.pruner_config["reduction_factor"] == 2
+    default = compose_strategy("percentile_75_50", strategies["percentile_75_50"]["overrides"])
+    assert default.pruner_config == {
+        "_target_": "optuna.pruners.PercentilePruner",
+        "percentile": 75.0,
+        "n_startup_trials": 5,
+        "n_warmup_steps": 50,
+    }
+    assert "pruner" not in strategies["percentile_75_50"]  # the default preset's own pruner
+    composed = compose_strategy("percentile_66_50", strategies["percentile_66_50"]["overrides"])
+    assert composed.pruner_config["percentile"] == 66.0 and composed.pruner_config["n_warmup_steps"] == 50
     with pytest.raises(
         SystemExit, match=r"replay=nope: no conf/replay/nope.yaml \(options: default, pruners\)"
     ):
@@ -411,7 +419,11 @@ def test_a_replayed_trial_reports_nothing_inside_its_curves_own_warmup():
     evals = [(step, step / 40, 1.0) for step in range(4, 41, 4)]
     curve = Curve({"optim.warmup_ratio": 0.15}, 40, evals)
     strategy = SimpleNamespace(
-        warmup_ratio=0.0, report_at="step", early_stopping_patience=0, early_stopping_threshold=0.0
+        warmup_ratio=0.0,
+        report_at="step",
+        eval_fraction=None,
+        early_stopping_patience=0,
+        early_stopping_threshold=0.0,
     )
     study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))
     _, steps, pruned = run_curve(study.ask(), curve, strategy)
@@ -423,6 +435,16 @@ def test_schedule_reporting_puts_one_and_three_epoch_trials_at_the_same_phase():
     three_epochs = [report_step(step, 72, "schedule") for step in range(9, 73, 9)]
     assert one_epoch == three_epochs == [12, 25, 38, 50, 62, 75, 88, 100]
     assert [report_step(step, 72, "step") for step in (9, 18)] == [9, 18]
+    # lengths that 8 does not divide: transformers evaluates every ceil(0.125 x max_steps) steps
+    snapped = {
+        max_steps: [
+            report_step(step, max_steps, "schedule", 0.125) for step in range(every, max_steps, every)
+        ]
+        for max_steps, every in ((37, 5), (74, 10), (111, 14))
+    }
+    assert snapped[37] == snapped[74] == [12, 25, 38, 50, 62, 75, 100]  # the 7th at 95% of the schedule
+    assert snapped[111] == [12, 25, 38, 50, 62, 75, 88]
+    assert [report_step(step, 37, "schedule") for step in range(5, 37, 5)][:3] == [14, 27, 41]  # unsnapped
 
 
 def evaluate_through_callback(
@@ -448,6 +470,28 @@ def test_trials_of_different_length_report_the_same_phases():
     evaluate_through_callback(long, list(range(9, 73, 9)), 72, 0.0)
     values = {t.number: sorted(t.intermediate_values) for t in study.get_trials()}
     assert values[0] == values[1] == [12, 25, 38, 50, 62, 75, 88, 100]
+
+
+def test_a_percentile_pruner_compares_trials_whose_lengths_8_does_not_divide():
+    """eval.steps 0.125 on 37- and 111-step trials: evals land at different exact phases, but both report
+    at the same snapped steps, so a percentile pruner finds the finished trial to compare with."""
+    from transformers import TrainingArguments
+
+    pruner = optuna.pruners.PercentilePruner(75.0, n_startup_trials=1, n_warmup_steps=50)
+    study = optuna.create_study(pruner=pruner)
+    args = TrainingArguments(output_dir="unused", eval_steps=0.125, report_to="none", use_cpu=True)
+    first = study.ask()
+    for step in range(14, 111, 14):
+        first.report(0.1, report_step(step, 111, "schedule", 0.125))
+    study.tell(first, 0.1)
+    callback = PruningCallback(study.ask(), "schedule")
+    for step in range(5, 37, 5):
+        state = SimpleNamespace(global_step=step, max_steps=37)
+        control = SimpleNamespace(should_training_stop=False)
+        callback.on_evaluate(args, state, control, metrics={"eval_loss": 0.5})
+        if control.should_training_stop:
+            break
+    assert callback.pruned_at == 20  # 54% of its schedule, reported at 50: the first step past warmup
 
 
 def test_no_trial_is_pruned_inside_warmup():
