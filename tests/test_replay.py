@@ -307,7 +307,7 @@ def test_another_replay_config_replaces_the_strategies_and_keeps_the_settings():
     sources, seeds and budgets; a later replay.KEY still wins; an unknown name is refused in one sentence."""
     sources, strategies, settings = parse_arguments(["replay=pruners", "replay.seeds=3"])
     assert len(sources) == 2 and settings["seeds"] == 3 and settings["target_budget"] == 0.15
-    assert "default" not in strategies and len(strategies) == 14
+    assert "default" not in strategies and len(strategies) == 18
     assert strategies["asha_50_rf2"]["pruner"] == {
         "_target_": "optuna.pruners.SuccessiveHalvingPruner",
         "min_resource": 50,
@@ -315,14 +315,14 @@ def test_another_replay_config_replaces_the_strategies_and_keeps_the_settings():
     }
     from sweep.replay import compose_strategy
 
-    default = compose_strategy("percentile_75_50", strategies["percentile_75_50"]["overrides"])
+    default = compose_strategy("percentile_75_75", strategies["percentile_75_75"]["overrides"])
     assert default.pruner_config == {
         "_target_": "optuna.pruners.PercentilePruner",
         "percentile": 75.0,
         "n_startup_trials": 5,
-        "n_warmup_steps": 50,
+        "n_warmup_steps": 75,
     }
-    assert "pruner" not in strategies["percentile_75_50"]  # the default preset's own pruner
+    assert "pruner" not in strategies["percentile_75_75"]  # the default preset's own pruner
     composed = compose_strategy("percentile_66_50", strategies["percentile_66_50"]["overrides"])
     assert composed.pruner_config["percentile"] == 66.0 and composed.pruner_config["n_warmup_steps"] == 50
     with pytest.raises(
