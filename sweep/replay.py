@@ -275,21 +275,20 @@ def build_recording(curves: list[Curve], baselines: list[float]) -> Recording:
         raise SystemExit("The recording has no untrained baseline (eval.before_training=false?).")
     keys = tuple(k for k in RUN_KEYS if k != "seed" and len({repr(c.config.get(k)) for c in curves}) > 1)
     fixed = {k: curves[0].config.get(k) for k in RUN_KEYS if k not in keys and k != "seed"}
-    runs_of: dict[tuple, list[Curve]] = defaultdict(list)
-    repeats: dict[tuple, list[float]] = defaultdict(list)
+    runs_of: dict[tuple, list[Curve]] = defaultdict(list)  # configuration -> its runs, grid seed first
     seeds = [c.config.get("seed") for c in curves]
     grid_seed = max(set(seeds), key=seeds.count)  # the seed most curves share: the grid's own runs
-    runs = set()  # (configuration, seed): a second trial of the same run (e.g. a grid study that re-ran a
+    seen = set()  # (configuration, seed): a second trial of the same run (e.g. a grid study that re-ran a
     # point after a failed trial) repeats its numbers exactly, so it is not another seed of the noise floor
     for curve in sorted(curves, key=lambda c: c.config.get("seed") != grid_seed):
         config = tuple(curve.config[k] for k in keys)
-        if (config, curve.config.get("seed")) in runs:
+        if (config, curve.config.get("seed")) in seen:
             continue
-        runs.add((config, curve.config.get("seed")))
+        seen.add((config, curve.config.get("seed")))
         runs_of[config].append(curve)
-        repeats[config].append(curve.best)
     grid = {config: mean_curve(runs) for config, runs in runs_of.items()}
-    return Recording(grid, keys, fixed, statistics.median(baselines), dict(repeats))
+    repeats = {config: [run.best for run in runs] for config, runs in runs_of.items()}
+    return Recording(grid, keys, fixed, statistics.median(baselines), repeats)
 
 
 def load_recording(source: Path) -> Recording:
