@@ -12,11 +12,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from src import distributed
 from src.atomic import write_text_atomic
+
+if TYPE_CHECKING:
+    from src.compute import Compute
+    from src.config import TrainConfig
 
 log = logging.getLogger("src.train")
 
@@ -26,10 +33,8 @@ log = logging.getLogger("src.train")
 BASELINE_VERSION = 2
 
 
-def baseline_key(cfg: Any, data_cache_path: Path, on_cpu: bool) -> str:
+def baseline_key(cfg: TrainConfig, data_cache_path: Path, compute: Compute) -> str:
     """Everything the untouched model's eval loss and generations depend on."""
-    from src.trainer import compute_dtype
-
     memory = cfg.memory
     parts = {
         "version": BASELINE_VERSION,
@@ -38,7 +43,7 @@ def baseline_key(cfg: Any, data_cache_path: Path, on_cpu: bool) -> str:
             memory.load_in_4bit,
             memory.bnb_4bit_quant_type,
             memory.bnb_4bit_use_double_quant,
-            str(compute_dtype(cfg)),  # "auto" resolved: it differs between machines
+            str(compute.dtype),  # "auto" resolved: it differs between machines
             memory.bnb_4bit_quant_storage,
         ],
         "full_fine_tuning": not cfg.lora.enabled,
@@ -52,14 +57,14 @@ def baseline_key(cfg: Any, data_cache_path: Path, on_cpu: bool) -> str:
             cfg.data.task_metric,
         ],
         "samples": [list(cfg.monitor.sample_prompts), cfg.monitor.num_samples],
-        "device": "cpu" if on_cpu else "cuda",
+        "device": compute.device,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def baseline_path(cfg: Any, data_cache_path: Path, on_cpu: bool) -> Path:
+def baseline_path(cfg: TrainConfig, data_cache_path: Path, compute: Compute) -> Path:
     """The cache file of this run's baseline, in paths.cache_dir/baselines."""
-    return Path(cfg.paths.cache_dir) / "baselines" / f"{baseline_key(cfg, data_cache_path, on_cpu)}.json"
+    return Path(cfg.paths.cache_dir) / "baselines" / f"{baseline_key(cfg, data_cache_path, compute)}.json"
 
 
 def read_baseline(path: Path) -> dict[str, Any] | None:
@@ -73,3 +78,21 @@ def read_baseline(path: Path) -> dict[str, Any] | None:
 def write_baseline(path: Path, baseline: dict[str, Any]) -> None:
     """Written atomically: parallel trials never see a torn file."""
     write_text_atomic(path, json.dumps(baseline))
+
+
+def cached_or_measured(
+    path: Path, reuse: bool, measure: Callable[[], dict[str, Any]], may_write: bool
+) -> tuple[dict[str, Any], bool]:
+    """The baseline read from `path` (when `reuse`, eval.reuse_baseline) or measured by `measure()` and cached
+    there (when `may_write`: the main process of an unsharded run, which has every part of it).
+
+    Returns (baseline, whether it was read from the cache). Every process agrees on the read (the main
+    process decides), so under DDP either all measure (a collective eval) or none does."""
+    started = time.perf_counter()
+    cached = distributed.main_decides(lambda: read_baseline(path)) if reuse else None
+    baseline = cached or measure()
+    if cached is None and may_write:
+        write_baseline(path, baseline)
+    how = f"read from {path}" if cached else "measured"
+    log.info("untouched model's baseline %s in %.1f s", how, time.perf_counter() - started)
+    return baseline, cached is not None

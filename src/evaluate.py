@@ -126,3 +126,17 @@ def task_metric(
         for p, r, y in zip(prompts, references, predictions)
     ]
     return score(metric, predictions, references), samples
+
+
+def log_task_metric(writer, tag: str, step: int, scores: dict[str, float], samples: list[dict[str, str]]):
+    """Print each score and write it (task/<name>) and the first 8 samples (task/<tag>) to TensorBoard."""
+    for name, value in scores.items():
+        log.info("task metric %s %s: %.3f", tag, name, value)
+        if writer is not None:
+            writer.add_scalar(f"task/{name}", value, step)
+    if samples and writer is not None:
+        writer.add_text(
+            f"task/{tag}",
+            "\n\n".join(f"`{s['prediction']}` (reference `{s['reference']}`)" for s in samples[:8]),
+            step,
+        )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from src.atomic import write_text_atomic
-from src.config import ConfigError, trains_on_cpu
+from src.compute import Compute
+from src.config import ConfigError, TrainConfig
 from src.distributed import world_size
 from src.model import alpha_for, count_parameters
 
@@ -26,8 +26,10 @@ def parameters_line(model) -> str:
     return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}"
 
 
-def summary_lines(cfg, model, total_steps: int, warmup_steps: int, dtype: torch.dtype) -> list[str]:
-    device = "cpu" if trains_on_cpu(cfg) else "cuda"
+def summary_lines(
+    cfg: TrainConfig, model, total_steps: int, warmup_steps: int, compute: Compute
+) -> list[str]:
+    """The run summary printed before training: model, parameters, batch, schedule, device and precision."""
     quant = (
         f"{cfg.memory.bnb_4bit_quant_type} 4-bit (double quant={cfg.memory.bnb_4bit_use_double_quant})"
         if cfg.memory.load_in_4bit
@@ -40,7 +42,7 @@ def summary_lines(cfg, model, total_steps: int, warmup_steps: int, dtype: torch.
         effective_batch_line(cfg.memory),
         f"steps: {total_steps} total, {warmup_steps} warmup | schedule: {cfg.optim.lr_scheduler_type} "
         f"| learning_rate: {cfg.optim.learning_rate:g}",
-        f"device: {device} | precision: {str(dtype).removeprefix('torch.')} "
+        f"device: {compute.device} | precision: {str(compute.dtype).removeprefix('torch.')} "
         f"| gradient checkpointing: {cfg.memory.gradient_checkpointing}",
     ]
 
@@ -125,3 +127,67 @@ def claim_run_dir(run_dir: Path, resume: bool) -> Path | None:
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:
     return write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+
+
+def eval_history(log_history: list[dict[str, Any]], planned_steps: int) -> list[dict[str, Any]]:
+    """Each eval with its phase of the schedule and the tokens trained on: the curve the sweep replays."""
+    return [
+        {
+            "step": e["step"],
+            "schedule_fraction": e["step"] / planned_steps,
+            "tokens_seen": e.get("num_input_tokens_seen"),
+            "eval_loss": e["eval_loss"],
+        }
+        for e in log_history
+        if "eval_loss" in e
+    ]
+
+
+def run_metrics(
+    state,
+    *,
+    train_loss: float,
+    baseline: dict[str, Any],
+    task_metric: str,
+    task_after: dict[str, float],
+    pruned: bool,
+    train_seconds: float,
+    step_seconds: float,
+    peak_memory_gb: float,
+) -> dict[str, Any]:
+    """metrics.json of a run that trained to its end (or was pruned), from the trainer's final `state`
+    (transformers' TrainerState): the best eval loss is the trainer's best metric where it tracked one (the
+    checkpoint load_best_model_at_end restores), else the lowest eval. Losses in nats per labelled token,
+    seconds of wall time; `step_seconds` is the time inside optimizer steps (the throughput's denominator)."""
+    history = eval_history(state.log_history, state.max_steps)
+    best = min(history, key=lambda e: e["eval_loss"]) if history else {"step": 0, "eval_loss": math.nan}
+    best_loss = state.best_metric if state.best_metric is not None else best["eval_loss"]
+    tokens = state.num_input_tokens_seen
+    return {
+        "status": "pruned" if pruned else "finished",
+        "best_eval_loss": float(best_loss),
+        "best_step": best["step"],
+        "final_eval_loss": float(history[-1]["eval_loss"]) if history else math.nan,
+        "baseline_eval_loss": baseline.get("eval_loss"),
+        "global_step": state.global_step,
+        "planned_steps": state.max_steps,
+        "stopped_early": state.global_step < state.max_steps,
+        "train_loss": train_loss,
+        "train_tokens": tokens,
+        "train_tokens_per_second": tokens / step_seconds if step_seconds else 0.0,
+        "train_seconds": train_seconds,
+        "peak_memory_gb": peak_memory_gb,
+        "task_metric": {"name": task_metric, "before": baseline.get("task", {}), "after": task_after},
+        "eval_history": history,
+    }
+
+
+def result_line(metrics: dict[str, Any]) -> str:
+    """The one line a finished run ends with: best eval loss, baseline, steps, throughput, peak memory."""
+    baseline = metrics["baseline_eval_loss"]
+    return (
+        f"best eval loss {metrics['best_eval_loss']:.4f} at step {metrics['best_step']} "
+        f"(baseline {'not measured' if baseline is None else f'{baseline:.4f}'}) | "
+        f"{metrics['global_step']} steps{' (stopped early)' if metrics['stopped_early'] else ''} | "
+        f"{metrics['train_tokens_per_second']:.0f} tokens/s | peak memory {metrics['peak_memory_gb']:.2f} GB"
+    )

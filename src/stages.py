@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from transformers import set_seed
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from transformers.integrations import TensorBoardCallback
 
 from src import distributed
 from src import model as model_stage
-from src.baseline import baseline_path, read_baseline, write_baseline
+from src.baseline import baseline_path, cached_or_measured
 from src.callbacks import (
     NonFiniteLossCallback,
     SampleGenerationCallback,
@@ -23,23 +22,29 @@ from src.callbacks import (
     log_samples,
     write_hparams,
 )
-from src.config import trains_on_cpu
+from src.compute import Compute
+from src.config import TrainConfig
 from src.data.cache import PreparedData, prepare_data
 from src.data.report import log_report_to_tensorboard, plot_lengths, summarize_report
 from src.errors import TrainingDiverged
-from src.evaluate import prompt_and_reference, task_metric
+from src.evaluate import log_task_metric, prompt_and_reference, task_metric
 from src.export import merge_adapter, save_adapter
 from src.memory import peak_memory_gb
 from src.patches import cpu_lm_head
-from src.run_info import claim_run_dir, hparams, summary_lines, write_metrics
-from src.trainer import build_trainer, compute_dtype, planned_steps, whole_run_train_loss
+from src.run_info import claim_run_dir, hparams, result_line, run_metrics, summary_lines, write_metrics
+from src.trainer import RunTrainer, build_trainer, planned_steps, whole_run_train_loss
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
+    from sweep.pruning import PruningCallback
 
 log = logging.getLogger("src.train")
 
 __all__ = ["claim_run_dir", "build_tokenizer", "build_data", "build_model", "build_run", "save", "finish"]
 
 
-def build_tokenizer(cfg):
+def build_tokenizer(cfg: TrainConfig) -> tuple[str, PreTrainedTokenizerBase]:
     """Resolve the base weights (converting the embedded GGUF once) and load its tokenizer."""
     set_seed(cfg.seed)
     with distributed.main_process_first():  # one process converts/downloads, the others read its copy
@@ -47,7 +52,7 @@ def build_tokenizer(cfg):
     return base, model_stage.load_tokenizer(cfg.model, base)
 
 
-def build_data(cfg, tokenizer, run_dir: Path) -> PreparedData:
+def build_data(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, run_dir: Path) -> PreparedData:
     """Tokenize (or read the cache), then print and save the data report and the token-length histogram
     (data_report.json, data_lengths.png) before any weights load."""
     with distributed.main_process_first():
@@ -62,34 +67,30 @@ def build_data(cfg, tokenizer, run_dir: Path) -> PreparedData:
     return data
 
 
-def build_model(cfg, base: str):
+def build_model(cfg: TrainConfig, base: str) -> PreTrainedModel:
+    """The (quantized) base with its LoRA adapter attached, initialised from `cfg.seed`."""
     set_seed(cfg.seed)
     return model_stage.build_model(cfg, base)
 
 
 @dataclass
 class TrainingRun:
-    """One configured trainer plus what monitors it; `train()` returns the run's metrics."""
+    """One configured trainer plus what monitors it; `train()` trains and returns the run's metrics."""
 
-    cfg: Any
-    trainer: Any
-    tokenizer: Any
+    cfg: TrainConfig
+    compute: Compute
+    trainer: RunTrainer
+    tokenizer: PreTrainedTokenizerBase
     data: PreparedData
-    writer: Any
+    writer: SummaryWriter | None  # main process only
     sampler: SampleGenerationCallback
     throughput: ThroughputCallback
     guard: NonFiniteLossCallback
-    baseline_cache: Path | None = None  # where the untouched model's baseline is cached (src/baseline.py)
-    pruning: Any = None  # sweep.pruning.PruningCallback inside an Optuna sweep
+    run_dir: Path
+    pruning: PruningCallback | None = None  # inside an Optuna sweep
     resume_from: Path | None = None  # checkpoint to continue from (resume=true)
-    run_dir: Path | None = None
     sharded_by: str | None = None  # FSDP / ZeRO-3 (src/distributed.py): no generation, no replica check
     metrics: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def resumed_at_step(self) -> int:
-        """The global step of the checkpoint this attempt resumed from (0 for a fresh run)."""
-        return checkpoint_step(self.resume_from) if self.resume_from else 0
 
     def measure_task(self) -> tuple[dict[str, float], list[dict[str, str]]]:
         """Generate answers for held-out prompts and score them (main process only: they are logged)."""
@@ -106,18 +107,6 @@ class TrainingRun:
             cfg.memory.per_device_eval_batch_size * 2,
         )
 
-    def log_task(self, tag: str, step: int, scores: dict[str, float], samples: list[dict[str, str]]) -> None:
-        for name, value in scores.items():
-            log.info("task metric %s %s: %.3f", tag, name, value)
-            if self.writer is not None:
-                self.writer.add_scalar(f"task/{name}", value, step)
-        if samples and self.writer is not None:
-            self.writer.add_text(
-                f"task/{tag}",
-                "\n\n".join(f"`{s['prediction']}` (reference `{s['reference']}`)" for s in samples[:8]),
-                step,
-            )
-
     def measure_baseline(self) -> dict[str, Any]:
         """The untouched model: eval loss and task metric (eval.before_training) and sample generations."""
         baseline: dict[str, Any] = {}
@@ -129,116 +118,74 @@ class TrainingRun:
         return baseline
 
     def baseline(self) -> dict[str, Any]:
-        """Measured once per base model, eval set and generation settings (src/baseline.py), else read back:
-        every trial of a sweep after the first skips it. Logged as if measured (TensorBoard included)."""
-        started = time.perf_counter()
-        cached = (
-            distributed.main_decides(lambda: read_baseline(self.baseline_cache))
-            if self.cfg.eval.reuse_baseline
-            else None
+        """The untouched model's baseline, measured or read back from its cache (src/baseline.py: every trial
+        of a sweep after the first skips it), logged as if measured (TensorBoard included); on resume, what
+        the interrupted attempt measured."""
+        baseline_file = self.run_dir / "baseline.json"
+        if self.resume_from is not None:
+            log.info("Resuming from %s", self.resume_from)
+            return json.loads(baseline_file.read_text()) if baseline_file.exists() else {}
+        cache = baseline_path(self.cfg, self.data.cache_path, self.compute)
+        may_write = distributed.is_main() and not self.sharded_by  # sharded: no task, no samples
+        baseline, cached = cached_or_measured(
+            cache, self.cfg.eval.reuse_baseline, self.measure_baseline, may_write
         )
-        baseline = cached or self.measure_baseline()
-        if cached is None and distributed.is_main() and not self.sharded_by:  # sharded: no task, no samples
-            write_baseline(self.baseline_cache, baseline)
-        how = f"read from {self.baseline_cache}" if cached else "measured"
-        log.info("untouched model's baseline %s in %.1f s", how, time.perf_counter() - started)
         if "eval_loss" in baseline:
             log.info("eval loss before training: %.4f", baseline["eval_loss"])
             if cached and self.writer is not None:  # what the trainer's evaluate() would have logged
                 self.writer.add_scalar("eval/loss", baseline["eval_loss"], 0)
-            self.log_task("before_training", 0, baseline.get("task", {}), baseline.get("task_samples", []))
+            log_task_metric(
+                self.writer, "before_training", 0, baseline.get("task", {}), baseline.get("task_samples", [])
+            )
         log_samples(self.writer, baseline.get("samples", []), "before_training", 0)
+        if distributed.is_main():
+            kept = {k: baseline[k] for k in ("eval_loss", "task") if k in baseline}
+            baseline_file.write_text(json.dumps(kept))
         return baseline
 
     def train(self) -> dict[str, Any]:
-        """The baseline, training and the evals, with TRL's fused LM head scoring only labelled positions on
-        CPU for their duration (src/patches.py)."""
+        """The baseline, training and the evals (with TRL's fused LM head scoring only labelled positions on
+        CPU for their duration, src/patches.py); then the task metric and the final samples."""
         with cpu_lm_head():
-            return self._train()
-
-    def _train(self) -> dict[str, Any]:
-        cfg, trainer = self.cfg, self.trainer
-        baseline_file = self.run_dir / "baseline.json"
-        baseline: dict[str, Any] = {}
-        if self.resume_from is not None:  # the baseline was measured by the interrupted attempt
-            baseline = json.loads(baseline_file.read_text()) if baseline_file.exists() else {}
-            log.info("Resuming from %s", self.resume_from)
-        else:
             baseline = self.baseline()
-            if distributed.is_main():
-                baseline_file.write_text(
-                    json.dumps({k: baseline[k] for k in ("eval_loss", "task") if k in baseline})
-                )
-        if self.resume_from is None:
-            # Every DataLoader draws its base seed from the global RNG, so measuring the baseline (or reading
-            # it from the cache instead) would shift the training data order: reseed, same seed, same run.
-            set_seed(cfg.seed)
-        started = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
-        train_seconds = time.perf_counter() - started
-        state = trainer.state
-        if self.guard.problem:
-            self.metrics = {
-                "status": "diverged",
-                "error": self.guard.problem,
-                "global_step": state.global_step,
-            }
-            return self.metrics
-        history = [e for e in state.log_history if "eval_loss" in e]
-        evals = [(e["step"], e["eval_loss"]) for e in history]
-        best_step, best_loss = min(evals, key=lambda e: e[1]) if evals else (0, math.nan)
-        if state.best_metric is not None:
-            best_loss = state.best_metric
-        distributed.check_replicas_agree(trainer.model, self.sharded_by)
-        after_task, after_samples = self.measure_task()
-        self.log_task("after_training", state.global_step, after_task, after_samples)
-        if distributed.is_main() and not self.sharded_by:
-            self.sampler.sample(trainer.model, "after_training", state.global_step)
-        tokens = state.num_input_tokens_seen
-        step_seconds = self.throughput.total_step_seconds or train_seconds
-        self.metrics = {
-            "status": "pruned" if self.pruning and self.pruning.pruned_at else "finished",
-            "best_eval_loss": float(best_loss),
-            "best_step": best_step,
-            "final_eval_loss": float(evals[-1][1]) if evals else math.nan,
-            "baseline_eval_loss": baseline.get("eval_loss"),
-            "global_step": state.global_step,
-            "planned_steps": state.max_steps,
-            "stopped_early": state.global_step < state.max_steps,
-            "train_loss": whole_run_train_loss(
-                state.log_history, self.resumed_at_step, state.global_step, result.training_loss
-            ),
-            "train_tokens": tokens,
-            "train_tokens_per_second": tokens / step_seconds if step_seconds else 0.0,
-            "train_seconds": train_seconds,
-            "peak_memory_gb": peak_memory_gb(),
-            "task_metric": {
-                "name": cfg.data.task_metric,
-                "before": baseline.get("task", {}),
-                "after": after_task,
-            },
-            # each eval with its phase of the schedule and the tokens trained on: the curve the sweep replays
-            "eval_history": [
-                {
-                    "step": e["step"],
-                    "schedule_fraction": e["step"] / state.max_steps,
-                    "tokens_seen": e.get("num_input_tokens_seen"),
-                    "eval_loss": e["eval_loss"],
+            if self.resume_from is None:
+                # Every DataLoader draws its base seed from the global RNG, so measuring the baseline (or
+                # reading it from the cache instead) would shift the data order: reseed, same seed, same run.
+                set_seed(self.cfg.seed)
+            started = time.perf_counter()
+            resume = str(self.resume_from) if self.resume_from else None
+            result = self.trainer.train(resume_from_checkpoint=resume)
+            train_seconds = time.perf_counter() - started
+            state = self.trainer.state
+            if self.guard.problem:
+                self.metrics = {
+                    "status": "diverged",
+                    "error": self.guard.problem,
+                    "global_step": state.global_step,
                 }
-                for e in history
-            ],
-        }
-        log.info(
-            "best eval loss %.4f at step %d (baseline %s) | %d steps%s | %.0f tokens/s | peak memory %.2f GB",
-            best_loss,
-            best_step,
-            f"{baseline['eval_loss']:.4f}" if "eval_loss" in baseline else "not measured",
-            state.global_step,
-            " (stopped early)" if self.metrics["stopped_early"] else "",
-            self.metrics["train_tokens_per_second"],
-            self.metrics["peak_memory_gb"],
-        )
-        return self.metrics
+                return self.metrics
+            distributed.check_replicas_agree(self.trainer.model, self.sharded_by)
+            task_after, samples_after = self.measure_task()
+            log_task_metric(self.writer, "after_training", state.global_step, task_after, samples_after)
+            if distributed.is_main() and not self.sharded_by:
+                self.sampler.sample(self.trainer.model, "after_training", state.global_step)
+            resumed_at = checkpoint_step(self.resume_from) if self.resume_from else 0
+            train_loss = whole_run_train_loss(
+                state.log_history, resumed_at, state.global_step, result.training_loss
+            )
+            self.metrics = run_metrics(
+                state,
+                train_loss=train_loss,
+                baseline=baseline,
+                task_metric=self.cfg.data.task_metric,
+                task_after=task_after,
+                pruned=bool(self.pruning and self.pruning.pruned_at),
+                train_seconds=train_seconds,
+                step_seconds=self.throughput.total_step_seconds or train_seconds,
+                peak_memory_gb=peak_memory_gb(),
+            )
+            log.info(result_line(self.metrics))
+            return self.metrics
 
 
 def checkpoint_step(checkpoint: Path) -> int:
@@ -246,7 +193,15 @@ def checkpoint_step(checkpoint: Path) -> int:
     return int(checkpoint.name.rsplit("-", 1)[1])
 
 
-def build_run(cfg, model, tokenizer, data, run_dir: Path, resume_from: Path | None = None) -> TrainingRun:
+def build_run(
+    cfg: TrainConfig,
+    compute: Compute,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    data: PreparedData,
+    run_dir: Path,
+    resume_from: Path | None = None,
+) -> TrainingRun:
     """Trainer with TensorBoard, throughput and sample-generation callbacks; prints the run summary."""
     from torch.utils.tensorboard import SummaryWriter
 
@@ -267,9 +222,9 @@ def build_run(cfg, model, tokenizer, data, run_dir: Path, resume_from: Path | No
     pruning = _pruning_callback(cfg, run_dir)
     if pruning is not None:
         callbacks.append(pruning)
-    trainer = build_trainer(cfg, model, tokenizer, data, run_dir / "checkpoints", callbacks)
+    trainer = build_trainer(cfg, model, tokenizer, data, run_dir / "checkpoints", callbacks, compute)
     total, warmup = planned_steps(trainer)
-    for line in summary_lines(cfg, trainer.model, total, warmup, compute_dtype(cfg)):
+    for line in summary_lines(cfg, trainer.model, total, warmup, compute):
         log.info(line)
     sharded_by = distributed.sharded(trainer)
     if sharded_by:
@@ -278,6 +233,7 @@ def build_run(cfg, model, tokenizer, data, run_dir: Path, resume_from: Path | No
         log.warning("sample generations and the task metric are skipped: %s", sharded_by)
     return TrainingRun(
         cfg,
+        compute,
         trainer,
         tokenizer,
         data,
@@ -285,15 +241,14 @@ def build_run(cfg, model, tokenizer, data, run_dir: Path, resume_from: Path | No
         sampler,
         throughput,
         guard,
-        baseline_cache=baseline_path(cfg, data.cache_path, trains_on_cpu(cfg)),
+        run_dir,
         pruning=pruning,
         resume_from=resume_from,
-        run_dir=run_dir,
         sharded_by=sharded_by,
     )
 
 
-def _pruning_callback(cfg, run_dir: Path):
+def _pruning_callback(cfg: TrainConfig, run_dir: Path) -> PruningCallback | None:
     """Inside an Optuna sweep: report eval losses to this job's trial so its pruner can stop it."""
     from sweep.pruning import PruningCallback, job_trial
 
@@ -305,7 +260,7 @@ def _pruning_callback(cfg, run_dir: Path):
     return PruningCallback(trial, report_at)
 
 
-def _sample_prompts(cfg, data) -> list[tuple[list | dict, str]]:
+def _sample_prompts(cfg: TrainConfig, data: PreparedData) -> list[tuple[list | dict, str]]:
     """(prompt, reference) pairs to sample: monitor.sample_prompts, else the first eval conversations' prompts
     (a dict with its tools for tool-calling data) and replies."""
     if cfg.monitor.sample_prompts:
@@ -316,7 +271,9 @@ def _sample_prompts(cfg, data) -> list[tuple[list | dict, str]]:
     return pairs[: cfg.monitor.num_samples]
 
 
-def save(cfg, run: TrainingRun, base: str, tokenizer, run_dir: Path) -> None:
+def save(
+    cfg: TrainConfig, run: TrainingRun, base: str, tokenizer: PreTrainedTokenizerBase, run_dir: Path
+) -> None:
     """Adapter (best checkpoint, loaded at the end of training) and, if asked, the merged model."""
     if not cfg.save.adapter or run.guard.problem:
         return

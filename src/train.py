@@ -12,17 +12,21 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from src import distributed
-from src.config import TrainConfig, register_configs, trains_on_cpu, validate
+from src.config import TrainConfig, register_configs, validate
 from src.errors import failure_policy
 from src.patches import silence_library_warnings
 from src.plan.checkpointing import resolve_checkpointing
 from src.redact import install_log_redaction
 from src.run_record import check_resume, job_log, write_record
+
+if TYPE_CHECKING:
+    from src.compute import Compute
 
 log = logging.getLogger("src.train")
 
@@ -31,13 +35,39 @@ def train(dict_cfg: DictConfig) -> dict:
     """Run one fine-tuning job and return its metrics (metrics.json): the sweeper scores trials by them
     (hydra.sweeper.objective, best_eval_loss by default)."""
     cfg: TrainConfig = OmegaConf.to_object(dict_cfg)  # typed; Hydra has already refused unknown keys
+    run_dir, resume_from, compute = claim_run_folder(cfg, dict_cfg)
+    from src import stages  # heavy imports (torch, transformers) only after the config is known good
+
+    with job_log(run_dir) if distributed.is_main() else contextlib.nullcontext():
+        # memory.gradient_checkpointing=auto: the planner decides (the same answer on every process)
+        checkpointing, why = distributed.main_decides(lambda: resolve_checkpointing(cfg, compute=compute))
+        cfg.memory.gradient_checkpointing = checkpointing
+        log.info("gradient checkpointing %s (%s)", "on" if checkpointing else "off", why)
+        cfg.paths.output_dir = str(run_dir)
+        started = time.perf_counter()
+        base, tokenizer = stages.build_tokenizer(cfg)
+        data = stages.build_data(cfg, tokenizer, run_dir)
+        model = stages.build_model(cfg, base)
+        run = stages.build_run(cfg, compute, model, tokenizer, data, run_dir, resume_from)
+        metrics = run.train()
+        stages.save(cfg, run, base, tokenizer, run_dir)
+        metrics["wall_seconds"] = time.perf_counter() - started
+        stages.finish(run, metrics, run_dir)
+        return metrics
+
+
+def claim_run_folder(cfg: TrainConfig, dict_cfg: DictConfig) -> tuple[Path, Path | None, Compute]:
+    """Validate, decide where the run computes, and claim its folder: (run folder, checkpoint to resume from
+    or None, compute). Under accelerate launch/torchrun the main process claims the folder and writes the
+    run's record; the others write into it too. Refusals leave earlier runs' files untouched."""
     own_dir = Path(cfg.paths.output_dir)
     with distributed.own_folder_removed_if_unused(own_dir) as shared:
         validate(cfg)
-        from src import stages  # heavy imports (torch, transformers) only after the config is known good
+        from src import stages
+        from src.compute import Compute
 
-        # Under accelerate launch/torchrun the main process claims its folder; the others write into it too.
-        distributed.init(cpu=trains_on_cpu(cfg))
+        compute = Compute.of(cfg)  # decided once: every stage gets this value
+        distributed.init(cpu=compute.on_cpu)
         run_dir, resume_from = distributed.main_decides(
             lambda: (own_dir, stages.claim_run_dir(own_dir, cfg.resume))
         )
@@ -46,28 +76,7 @@ def train(dict_cfg: DictConfig) -> dict:
             distributed.main_decides(lambda: check_resume(run_dir, dict_cfg))
         elif distributed.is_main():  # this attempt owns the folder now: its record is written here only
             write_record(run_dir, dict_cfg)
-    with job_log(run_dir) if distributed.is_main() else contextlib.nullcontext():
-        return _train(cfg, run_dir, resume_from)
-
-
-def _train(cfg: TrainConfig, run_dir: Path, resume_from: Path | None) -> dict:
-    from src import stages
-
-    # memory.gradient_checkpointing=auto: the planner decides (the same answer on every process)
-    checkpointing, why = distributed.main_decides(lambda: resolve_checkpointing(cfg))
-    cfg.memory.gradient_checkpointing = checkpointing
-    log.info("gradient checkpointing %s (%s)", "on" if checkpointing else "off", why)
-    cfg.paths.output_dir = str(run_dir)
-    started = time.perf_counter()
-    base, tokenizer = stages.build_tokenizer(cfg)
-    data = stages.build_data(cfg, tokenizer, run_dir)
-    model = stages.build_model(cfg, base)
-    run = stages.build_run(cfg, model, tokenizer, data, run_dir, resume_from)
-    metrics = run.train()
-    stages.save(cfg, run, base, tokenizer, run_dir)
-    metrics["wall_seconds"] = time.perf_counter() - started
-    stages.finish(run, metrics, run_dir)
-    return metrics
+    return run_dir, resume_from, compute
 
 
 def release_memory() -> None:

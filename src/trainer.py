@@ -11,11 +11,13 @@ from transformers import EarlyStoppingCallback
 from trl import SFTConfig, SFTTrainer
 
 from src import trackers
-from src.config import trains_on_cpu
+from src.compute import Compute, compute_dtype  # noqa: F401 (bench imports it from here)
+from src.config import TrainConfig
 from src.console import use_console
+from src.data.cache import PreparedData
 from src.data.collator import PackedRowsCollator
 from src.data.tokenization import IGNORE_INDEX
-from src.model import resolve_attention, torch_dtype
+from src.model import resolve_attention
 from src.patches import keep_adapter_dtype, use_collator
 from src.run_info import hparams
 
@@ -92,23 +94,20 @@ def whole_run_train_loss(
     return (total + this_call * after) / max(covered + after, 1)
 
 
-def compute_dtype(cfg) -> torch.dtype:
-    """The dtype matmuls run in: bnb's compute dtype for 4-bit weights, else the weights' dtype."""
-    return torch_dtype(cfg.memory.bnb_4bit_compute_dtype if cfg.memory.load_in_4bit else cfg.model.dtype)
-
-
-def training_arguments(cfg, output_dir: Path) -> SFTConfig:
-    """SFTConfig from our config. The older names evaluation_strategy, warmup_ratio and max_seq_length are
-    eval_strategy, a fractional warmup_steps and max_length in transformers 5 / TRL 1.x."""
+def training_arguments(cfg: TrainConfig, output_dir: Path, compute: Compute | None = None) -> SFTConfig:
+    """SFTConfig from our config, for the run's `compute` (decided from `cfg` when not given). The older names
+    evaluation_strategy, warmup_ratio and max_seq_length are eval_strategy, a fractional warmup_steps and
+    max_length in transformers 5 / TRL 1.x."""
     optim, memory, data = cfg.optim, cfg.memory, cfg.data
-    dtype = compute_dtype(cfg)
+    compute = compute or Compute.of(cfg)
+    dtype = compute.dtype
     scheduler_kwargs = {"min_lr_rate": optim.eta_min} if optim.lr_scheduler_type == "cosine" else {}
     # below 1 a fraction of the total steps (transformers rounds it up to whole steps); else whole steps
     eval_steps = cfg.eval.steps if cfg.eval.steps < 1 else int(cfg.eval.steps)
     return SFTConfig(
         output_dir=str(output_dir),
         seed=cfg.seed,
-        use_cpu=trains_on_cpu(cfg),  # transformers refuses bf16 on CPU unless told it is on CPU
+        use_cpu=compute.on_cpu,  # transformers refuses bf16 on CPU unless told it is on CPU
         # optimisation
         learning_rate=optim.learning_rate,
         lr_scheduler_type=SCHEDULERS[optim.lr_scheduler_type],
@@ -156,9 +155,17 @@ def training_arguments(cfg, output_dir: Path) -> SFTConfig:
     )
 
 
-def build_trainer(cfg, model, tokenizer, data, output_dir: Path, callbacks: list) -> RunTrainer:
+def build_trainer(
+    cfg: TrainConfig,
+    model,
+    tokenizer,
+    data: PreparedData,
+    output_dir: Path,
+    callbacks: list,
+    compute: Compute | None = None,
+) -> RunTrainer:
     """SFTTrainer over the pre-tokenized datasets (TRL packs them; labels already carry our loss mask)."""
-    args = training_arguments(cfg, output_dir)
+    args = training_arguments(cfg, output_dir, compute)
     if cfg.eval.early_stopping_patience > 0:
         callbacks = [
             *callbacks,

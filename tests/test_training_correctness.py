@@ -418,12 +418,13 @@ def test_auto_compute_dtype_follows_the_cpu_kind(native_bf16, expected, monkeypa
     there); the resolved dtype also keys the cached baseline, so the two kinds never share one."""
     import src.model
     from src.baseline import baseline_key
-    from src.trainer import compute_dtype
+    from src.compute import Compute
 
     monkeypatch.setattr(src.model, "cpu_has_native_bf16", lambda: native_bf16)
-    cfg = OmegaConf.to_object(compose_config([*TINY, "memory=qlora_cpu"]))
+    cfg = OmegaConf.to_object(compose_config([*TINY, "memory=qlora_cpu", "use_cpu=true"]))
     assert cfg.memory.bnb_4bit_compute_dtype == "auto"
-    assert compute_dtype(cfg) == expected
-    key = baseline_key(cfg, Path("data-cache"), on_cpu=True)
+    compute = Compute.of(cfg)
+    assert (compute.on_cpu, compute.dtype, compute.device) == (True, expected, "cpu")
+    key = baseline_key(cfg, Path("data-cache"), compute)
     monkeypatch.setattr(src.model, "cpu_has_native_bf16", lambda: not native_bf16)
-    assert baseline_key(cfg, Path("data-cache"), on_cpu=True) != key
+    assert baseline_key(cfg, Path("data-cache"), Compute.of(cfg)) != key
