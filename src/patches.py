@@ -1,6 +1,6 @@
 """Every place this project works around a library, each with the version it was checked on.
 
-tests/test_patches.py fails when an installed version differs from CHECKED_ON or when the library behaviour
+tests/src/test_patches.py fails when an installed version differs from CHECKED_ON or when the library behaviour
 a workaround relies on changes, so an upgrade is a conscious re-check, not a silent change of results.
 Patches are scoped (undone on exit) wherever the library allows.
 
@@ -124,7 +124,7 @@ def keep_adapter_dtype(model: Any) -> Iterator[None]:
     TRL 1.16.0's `SFTTrainer.__init__` casts every trainable parameter of a quantized model to bfloat16 (the
     QLoRA paper's recommendation), whatever the compute dtype. With float32 compute (AVX2-only CPUs, where
     bf16 is emulated) every LoRA matmul then ran in emulated bf16 behind extra casts, and on every CPU the
-    first step's LoRA gradients differed from a plain PEFT step by ~0.3% (tests/test_training_correctness.py)
+    first step's LoRA gradients differed from a plain PEFT step by ~0.3% (tests/src/test_trainer.py)
     and small AdamW updates round away in bf16 weights. The optimizer is created later (in `train()`), so
     putting the original tensors back right after init is all it takes; DoRA's magnitude vector TRL already
     leaves alone."""
@@ -145,7 +145,7 @@ def use_collator(trainer: Any, collator: Any) -> None:
 
 def takes_cpu_inference_layout(layer: Any, x: Any) -> bool:
     """Whether bitsandbytes 0.50.2's `Linear4bit.forward` would repack this layer's 4-bit weight into its CPU
-    inference layout for input `x`: the condition it checks, copied here (tests/test_patches.py fails if it
+    inference layout for input `x`: the condition it checks, copied here (tests/src/test_patches.py fails if it
     changes). `layer.support_avx512bf16_for_cpu` is set at init from the CPU; tests set it to force the path."""
     return (
         x.device.type == "cpu"
@@ -190,7 +190,7 @@ def keep_4bit_training_layout() -> None:
             weight.data, weight.quant_state = original
 
     forward.keeps_training_layout = True
-    forward.original = original_forward  # bitsandbytes' own, for tests/test_patches.py
+    forward.original = original_forward  # bitsandbytes' own, for tests/src/test_patches.py
     forward.__doc__ = original_forward.__doc__
     layer_class.forward = forward
 

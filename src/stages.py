@@ -92,6 +92,11 @@ class TrainingRun:
     sharded_by: str | None = None  # FSDP / ZeRO-3 (src/distributed.py): no generation, no replica check
     metrics: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def baseline_cache(self) -> Path:
+        """Where the untouched model's baseline is cached (src/baseline.py)."""
+        return baseline_path(self.cfg, self.data.cache_path, self.compute)
+
     def measure_task(self) -> tuple[dict[str, float], list[dict[str, str]]]:
         """Generate answers for held-out prompts and score them (main process only: they are logged)."""
         cfg = self.cfg
@@ -125,7 +130,7 @@ class TrainingRun:
         if self.resume_from is not None:
             log.info("Resuming from %s", self.resume_from)
             return json.loads(baseline_file.read_text()) if baseline_file.exists() else {}
-        cache = baseline_path(self.cfg, self.data.cache_path, self.compute)
+        cache = self.baseline_cache
         may_write = distributed.is_main() and not self.sharded_by  # sharded: no task, no samples
         baseline, cached = cached_or_measured(
             cache, self.cfg.eval.reuse_baseline, self.measure_baseline, may_write

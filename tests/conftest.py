@@ -37,7 +37,7 @@ TINY = [
 # The longest test files, scheduled first: `make test` runs one file per pytest-xdist worker, in this order
 # (--no-loadscope-reorder: xdist would otherwise start with the files holding the most tests), so a long file
 # started last would leave the other worker idle at the end.
-LONGEST_FIRST = ("test_default_model.py", "test_sweep.py", "test_cli_property.py", "test_sweep_workers.py")
+LONGEST_FIRST = ("test_model.py", "test_optuna_sweeper.py", "test_cli_property.py", "test_study.py")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -75,9 +75,22 @@ def compose_config(overrides: list[str], output_dir: Path | None = None, cache_d
     return compose([*overrides, *paths])
 
 
+def typed_config(overrides: list[str], output_dir: Path | None = None, cache_dir: Path | None = None):
+    """compose_config's result as the typed TrainConfig every stage takes (OmegaConf.to_object)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_object(compose_config(overrides, output_dir, cache_dir))
+
+
 @pytest.fixture
-def tiny_overrides() -> list[str]:
-    return list(TINY)
+def cfg_train(tmp_path):
+    """The one tiny-config fixture (lightning-hydra-template's cfg_train): `cfg_train(*overrides)` is the typed
+    config of `python -m src.train <TINY> <overrides>`, its run folder inside this test's tmp_path."""
+
+    def make(*overrides: str):
+        return typed_config([*TINY, *overrides], output_dir=tmp_path / "run")
+
+    return make
 
 
 def logged_hparams(log_dir: Path) -> dict:

@@ -11,6 +11,7 @@ import pytest
 from datasets import Dataset, DatasetDict
 from omegaconf import OmegaConf
 
+from src.compute import Compute
 from src.config import ConfigError
 from src.data.cache import prepare_data
 from src.data.tokenization import IGNORE_INDEX, render
@@ -292,7 +293,9 @@ def test_each_format_trains_the_tiny_model(tmp_path, kind):
     validate(cfg)
     base, tokenizer = stages.build_tokenizer(cfg)
     data = stages.build_data(cfg, tokenizer, run)
-    metrics = stages.build_run(cfg, stages.build_model(cfg, base), tokenizer, data, run).train()
+    metrics = stages.build_run(
+        cfg, Compute.of(cfg), stages.build_model(cfg, base), tokenizer, data, run
+    ).train()
     assert metrics["status"] == "finished" and metrics["global_step"] == 2
     assert len(metrics["eval_history"]) == 2 and all(e["eval_loss"] > 0 for e in metrics["eval_history"])
     expected = {"openai_tools": "messages", "sharegpt": "sharegpt", "sharegpt_tools": "sharegpt"}

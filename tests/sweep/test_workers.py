@@ -1,33 +1,159 @@
-"""python -m sweep.workers: K sweep workers per GPU (K on the CPU) on one study, with no batch barrier.
-
-The fast tests check the plan (pinning, threads), the refusals, the relay of output and exit codes, Ctrl-C,
-and that a worker asks for its next trial while other workers' trials still run (the real sweeper loop with
-a stand-in launcher). The slow one runs two workers on the tiny model and compares every trial with the same
-configuration run alone by `python -m src.train`."""
+"""Several sweep workers on one study: n_trials stays the total and every worker reports the same best trial
+(the sweeper loop with a stand-in launcher: jobs are Python functions); `python -m sweep.workers` starts one
+worker per device, each pinned to its GPU with a share of the cores, forwards Ctrl-C and keeps every
+worker's output."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import optuna
 import pytest
 import yaml
 from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from sweep import optuna_sweeper
 from sweep import workers as workers_module
 from sweep.liveness import WORKER
-from sweep.places import is_surplus
+from sweep.optuna_sweeper import SFTOptunaSweeper
+from sweep.places import DONE, is_surplus
+from sweep.study import (
+    FAIL_REASON,
+    open_study,
+)
 from sweep.workers import main, plan_workers, run_workers
 from tests.conftest import run_module
-from tests.test_sweep_workers import make_worker, objective
+
+# ---------------------------------------------------------------------------------------------------------
+# From w1.py
+
+SPACE = ["x=interval(0, 1)"]
+
+
+def objective(params: dict[str, str]) -> float:
+    return (float(params["x"]) - 0.3) ** 2
+
+
+class StandInLauncher:
+    """Hydra's launcher interface, running each job as `job(overrides as a dict)` in this process."""
+
+    def __init__(self, job):
+        self.job = job
+        self.launched: list[int] = []  # trial numbers, in launch order
+
+    def launch(self, job_overrides, initial_job_idx):
+        returns = []
+        for overrides in job_overrides:
+            params = dict(o.split("=", 1) for o in overrides)
+            self.launched.append(int(params["trial"]))
+            try:
+                returns.append(JobReturn(status=JobStatus.COMPLETED, _return_value=self.job(params)))
+            except Exception as error:
+                returns.append(JobReturn(status=JobStatus.FAILED, _return_value=error))
+        return returns
+
+
+def make_worker(
+    storage: str, sweep_dir: Path, job, n_trials: int, enqueue_trials=None, n_jobs: int = 1, **extra
+) -> SFTOptunaSweeper:
+    """A sweep worker as Hydra would build it from hparams_search (TPE seeded alike in every worker)."""
+    worker = SFTOptunaSweeper(
+        max_failures=10,
+        enqueue_trials=enqueue_trials,
+        wait_timeout=60,
+        sampler={"_target_": "optuna.samplers.TPESampler", "seed": 7, "n_startup_trials": 2},
+        direction="minimize",
+        storage=storage,
+        study_name="workers",
+        n_trials=n_trials,
+        n_jobs=n_jobs,
+        max_failure_rate=0.0,
+        custom_search_space=None,
+        params=OmegaConf.create({"x": "interval(0, 1)"}),
+        **extra,
+    )
+    worker.sweeper.config = OmegaConf.create(
+        {
+            "hydra": {
+                "sweep": {"dir": str(sweep_dir)},
+                "launcher": {"_target_": "stand-in"},
+                "job": {"env_set": {}},
+            }
+        }
+    )
+    worker.sweeper.launcher = StandInLauncher(job)
+    return worker
+
+
+def load(storage: str) -> optuna.Study:
+    return optuna.load_study(study_name="workers", storage=storage)
+
+
+def test_concurrent_workers_with_failing_trials_finish_exactly_n_trials_and_agree(tmp_path, monkeypatch):
+    monkeypatch.setattr(optuna_sweeper, "POLL_SECONDS", 0.05)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    open_study(storage, study_name="workers")
+
+    def job(params):
+        time.sleep(0.05 * (int(params["trial"]) % 4))
+        if int(params["trial"]) % 3 == 1:
+            raise RuntimeError("out of memory")
+        return objective(params)
+
+    workers = [make_worker(storage, tmp_path / name, job, n_trials=8) for name in ("a", "b", "c")]
+    errors = []
+
+    def run(worker):
+        try:
+            worker.sweep([])
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors and not any(t.is_alive() for t in threads)
+    study = load(storage)
+    finished = [t.number for t in study.trials if t.state in DONE]
+    assert len(finished) == 8
+    launched = [n for w in workers for n in w.sweeper.launcher.launched]
+    assert len(launched) == len(set(launched))  # no trial ran twice
+    assert all(len(w.sweeper.launcher.launched) > 0 for w in workers)
+    for trial in study.trials:  # every other trial failed in its job, or lost a race and never ran
+        reason = trial.user_attrs.get(FAIL_REASON, "")
+        if trial.state in DONE:
+            continue
+        if reason.startswith("surplus"):
+            assert trial.number not in launched
+        else:
+            assert reason == "RuntimeError: out of memory" and trial.number in launched
+    params = [tuple(t.params.items()) for t in study.trials if t.params]
+    assert len(params) == len(set(params))  # one seed, yet no worker repeated another's draw
+    reported = {
+        yaml.safe_load((tmp_path / n / "optimization_results.yaml").read_text())["best_trial"] for n in "abc"
+    }
+    assert reported == {study.best_trial.number}
+
+
+def best_trial_line(output: str) -> int:
+    """The trial number of a worker's final "Best trial N: best_eval_loss …" line."""
+    return int(re.findall(r"Best trial (\d+): best_eval_loss", output)[-1])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# From test_workers_per_device_tmp.py
 
 
 def test_workers_are_pinned_to_their_gpu_and_share_the_cores():

@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from sweep.report import override_value, report, rerun_overrides
-from tests.conftest import ROOT, logged_hparams, logged_session_status
+from tests.conftest import ROOT, logged_hparams, logged_session_status, typed_config
 
 DIVERGE = "{optim.learning_rate:1e10,lora.r:8,optim.warmup_ratio:0.0}"
 
@@ -367,12 +367,10 @@ def test_an_unquoted_comma_list_inside_a_sweep_is_refused_and_a_list_works(tmp_p
     output = refused.stdout + refused.stderr
     assert refused.returncode == 2 and "would search over data.path" in output and "Traceback" not in output
     assert not (tmp_path / "s1" / "trial_0").exists()
-    from omegaconf import OmegaConf
 
     from src.config import local_files
-    from tests.conftest import compose_config
 
-    listed = OmegaConf.to_object(compose_config(["data=jsonl", f"data.path=[{a},{b}]"])).data
+    listed = typed_config(["data=jsonl", f"data.path=[{a},{b}]"]).data
     assert local_files(listed.path) == [a, b]  # a list is one value: both files, every trial
 
 

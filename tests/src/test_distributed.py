@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from src import distributed
-from tests.conftest import CACHE, ROOT, TINY
+from src.compute import Compute
+from tests.conftest import CACHE, ROOT, TINY, typed_config
 
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 
@@ -97,13 +98,11 @@ def test_only_the_main_process_writes_hydra_files(monkeypatch):
 
 
 def test_sharded_launch_needs_4bit_weights_stored_in_the_compute_dtype(monkeypatch):
-    from omegaconf import OmegaConf
 
     from src.config import ConfigError, validate
-    from tests.conftest import compose_config
 
     def check(*overrides):
-        validate(OmegaConf.to_object(compose_config(list(overrides))))
+        validate(typed_config(list(overrides)))
 
     check("memory=qlora")  # one process, or DDP: bitsandbytes' uint8 storage is fine
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
@@ -161,11 +160,8 @@ def test_a_sharded_run_never_generates_and_logs_why(sharded_by, monkeypatch, tmp
     real (tiny model, one process); only the sharding is reported by a patched `distributed.sharded`."""
     import logging
 
-    from omegaconf import OmegaConf
-
     from src import stages
     from src.evaluate import generate_replies
-    from tests.conftest import compose_config
 
     calls = []
     monkeypatch.setattr(distributed, "sharded", lambda trainer: sharded_by)
@@ -182,12 +178,12 @@ def test_a_sharded_run_never_generates_and_logs_why(sharded_by, monkeypatch, tmp
         "monitor.samples_every_evals=1",
         "eval.reuse_baseline=false",
     ]
-    cfg = OmegaConf.to_object(compose_config(overrides, output_dir=tmp_path, cache_dir=CACHE))
+    cfg = typed_config(overrides, output_dir=tmp_path, cache_dir=CACHE)
     cfg.data.task_metric = "json_exact_match"
     with caplog.at_level(logging.INFO):
         base, tokenizer = stages.build_tokenizer(cfg)
         data = stages.build_data(cfg, tokenizer, tmp_path)
-        run = stages.build_run(cfg, stages.build_model(cfg, base), tokenizer, data, tmp_path)
+        run = stages.build_run(cfg, Compute.of(cfg), stages.build_model(cfg, base), tokenizer, data, tmp_path)
         metrics = run.train()
     assert metrics["status"] == "finished" and metrics["global_step"] == 2
     skipped = "sample generations and the task metric are skipped: FSDP shards the weights" in caplog.text

@@ -1,9 +1,11 @@
-"""Training is right on every CPU: evaluating never changes training, a step equals a plain autograd reference,
+"""The trainer stage: the optim presets map to transformers schedules that do what their names promise, and
+training is right on every CPU: evaluating never changes training, a step equals a plain autograd reference,
 and the objective does not depend on batching.
 
-Each test forces the CPU-specific path it covers instead of relying on the machine (docs/cpu-paths.md):
-`packed_4bit` makes bitsandbytes believe the CPU has AVX512-BF16, so its in-place repacking of 4-bit weights
-for inference (the fault src/patches.py::keep_4bit_training_layout fixes) happens on AVX2-only CPUs too.
+Each test of training correctness forces the CPU-specific path it covers instead of relying on the machine
+(docs/cpu-paths.md): `packed_4bit` makes bitsandbytes believe the CPU has AVX512-BF16, so its in-place
+repacking of 4-bit weights for inference (the fault src/patches.py::keep_4bit_training_layout fixes) happens on
+AVX2-only CPUs too.
 """
 
 from __future__ import annotations
@@ -15,10 +17,79 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
+from transformers import get_scheduler
 
+from src.compute import Compute
 from src.data.tokenization import IGNORE_INDEX
 from src.train import train
-from tests.conftest import TINY, compose_config
+from src.trainer import training_arguments
+from tests.conftest import TINY, compose_config, typed_config
+
+# ---------------------------------------------------------------------------------------------------------
+# From test_schedule.py
+
+TOTAL = 200
+
+
+def learning_rates(overrides, tmp_path):
+    cfg = typed_config(["model=tiny", "memory=bf16", *overrides])
+    args = training_arguments(cfg, tmp_path)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=args.learning_rate)
+    warmup = args.get_warmup_steps(TOTAL)
+    scheduler = get_scheduler(
+        args.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=warmup,
+        num_training_steps=TOTAL,
+        scheduler_specific_kwargs=args.lr_scheduler_kwargs,
+    )
+    rates = []
+    for _ in range(TOTAL + 1):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return cfg, warmup, rates
+
+
+def test_cosine_peaks_after_warmup_and_ends_at_eta_min(tmp_path):
+    cfg, warmup, rates = learning_rates(
+        ["optim=cosine", "optim.warmup_ratio=0.05", "optim.eta_min=0.1"], tmp_path
+    )
+    peak = cfg.optim.learning_rate
+    assert warmup == 10
+    assert rates[0] == 0.0
+    assert rates[warmup] == pytest.approx(peak)
+    assert max(rates) == pytest.approx(peak)
+    assert rates[TOTAL] == pytest.approx(0.1 * peak)
+    # halfway through the decay the cosine is at the midpoint between peak and floor
+    assert rates[warmup + (TOTAL - warmup) // 2] == pytest.approx(0.55 * peak, rel=1e-3)
+
+
+def test_linear_decays_to_zero(tmp_path):
+    cfg, warmup, rates = learning_rates(["optim=linear"], tmp_path)
+    assert rates[warmup] == pytest.approx(cfg.optim.learning_rate)
+    assert rates[TOTAL] == pytest.approx(0.0)
+
+
+def test_constant_holds_after_warmup(tmp_path):
+    cfg, warmup, rates = learning_rates(["optim=constant"], tmp_path)
+    assert rates[warmup] == rates[TOTAL] == pytest.approx(cfg.optim.learning_rate)
+    assert rates[warmup // 2] < cfg.optim.learning_rate
+
+
+def test_training_arguments_use_current_names(tmp_path):
+    cfg = typed_config(["model=tiny", "memory=qlora", "eval.steps=7"])
+    args = training_arguments(cfg, tmp_path)
+    assert args.eval_strategy == "steps" and args.eval_steps == args.save_steps == 7
+    assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss"
+    assert args.warmup_steps == cfg.optim.warmup_ratio
+    assert args.max_length == cfg.data.max_length and args.packing and args.packing_strategy == "bfd"
+    assert args.gradient_accumulation_steps == 4 and args.per_device_train_batch_size == 4
+    assert args.bf16  # 4-bit compute dtype
+
+
+# ---------------------------------------------------------------------------------------------------------
+# From test_training_correctness.py
 
 NF4 = [
     "memory=qlora_cpu",
@@ -94,7 +165,7 @@ def test_the_packed_inference_copy_computes_what_the_training_layout_does():
     never packs: that path is exercised by the forced tests above and below.)"""
     from src import stages
 
-    cfg = OmegaConf.to_object(compose_config([*TINY, *NF4, *BF16_COMPUTE, "lora.target_modules=all-linear"]))
+    cfg = typed_config([*TINY, *NF4, *BF16_COMPUTE, "lora.target_modules=all-linear"])
     base, _ = stages.build_tokenizer(cfg)
     model = stages.build_model(cfg, base).eval()
     ids = torch.randint(0, 1000, (2, 24), generator=torch.Generator().manual_seed(0))
@@ -203,12 +274,12 @@ def our_first_step(overrides: list[str], tmp_path: Path) -> tuple[dict[str, torc
     returns the gradients, the config and the model as it was built (before the step)."""
     from src import stages
 
-    cfg = OmegaConf.to_object(compose_config(overrides, output_dir=tmp_path))
+    cfg = typed_config(overrides, output_dir=tmp_path)
     tmp_path.mkdir(parents=True, exist_ok=True)
     base, tokenizer = stages.build_tokenizer(cfg)
     data = stages.build_data(cfg, tokenizer, tmp_path)
     model = stages.build_model(cfg, base)
-    run = stages.build_run(cfg, model, tokenizer, data, tmp_path)
+    run = stages.build_run(cfg, Compute.of(cfg), model, tokenizer, data, tmp_path)
     capture = FirstStepGradients()
     run.trainer.add_callback(capture)
     run.train()
@@ -373,10 +444,10 @@ def test_eval_loss_is_the_token_weighted_mean_at_every_eval_batch_size(tmp_path)
         ]
         run_dir = tmp_path / f"b{batch_size}"
         run_dir.mkdir()
-        cfg = OmegaConf.to_object(compose_config(overrides, output_dir=run_dir))
+        cfg = typed_config(overrides, output_dir=run_dir)
         base, tokenizer = stages.build_tokenizer(cfg)
         data = stages.build_data(cfg, tokenizer, run_dir)
-        run = stages.build_run(cfg, stages.build_model(cfg, base), tokenizer, data, run_dir)
+        run = stages.build_run(cfg, Compute.of(cfg), stages.build_model(cfg, base), tokenizer, data, run_dir)
         losses[batch_size] = run.trainer.evaluate()["eval_loss"]
     reference = reference_eval_loss(cfg, base, rows[2:])
     for batch_size, loss in losses.items():
@@ -418,10 +489,9 @@ def test_auto_compute_dtype_follows_the_cpu_kind(native_bf16, expected, monkeypa
     there); the resolved dtype also keys the cached baseline, so the two kinds never share one."""
     import src.model
     from src.baseline import baseline_key
-    from src.compute import Compute
 
     monkeypatch.setattr(src.model, "cpu_has_native_bf16", lambda: native_bf16)
-    cfg = OmegaConf.to_object(compose_config([*TINY, "memory=qlora_cpu", "use_cpu=true"]))
+    cfg = typed_config([*TINY, "memory=qlora_cpu", "use_cpu=true"])
     assert cfg.memory.bnb_4bit_compute_dtype == "auto"
     compute = Compute.of(cfg)
     assert (compute.on_cpu, compute.dtype, compute.device) == (True, expected, "cpu")
