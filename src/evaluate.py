@@ -10,6 +10,7 @@ import torch
 
 from src.data.formats import conversation_messages
 from src.data.tokenization import render
+from src.stop_tokens import stop_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def generate_replies(
                 do_sample=False,
                 use_cache=True,
                 pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
+                eos_token_id=stop_token_ids(tokenizer),  # the template's end of turn too
             )
             new_tokens = output[:, batch["input_ids"].shape[1] :]
             replies.extend(t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))

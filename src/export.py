@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
+
+from transformers import GenerationConfig
+
+from src.stop_tokens import with_stop_tokens
 
 log = logging.getLogger(__name__)
 
@@ -15,6 +20,8 @@ def save_adapter(trainer, tokenizer, run_dir: Path, lora_enabled: bool) -> Path:
     if not trainer.args.should_save:
         return target
     tokenizer.save_pretrained(str(target))
+    generation = getattr(trainer.model, "generation_config", None) or GenerationConfig()
+    with_stop_tokens(copy.deepcopy(generation), tokenizer).save_pretrained(str(target))
     log.info("Saved %s to %s", "adapter" if lora_enabled else "model", target)
     return target
 
@@ -34,6 +41,7 @@ def merge_adapter(model_cfg, base: str, adapter_dir: Path, target: Path, tokeniz
     )
     merged = PeftModel.from_pretrained(base_model, str(adapter_dir)).merge_and_unload()
     merged.config.use_cache = True
+    with_stop_tokens(merged.generation_config, tokenizer)  # what vLLM and transformers.pipeline stop at
     merged.save_pretrained(str(target))
     tokenizer.save_pretrained(str(target))
     log.info("Saved merged %s model to %s", str(dtype).removeprefix("torch."), target)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from transformers.integrations import TensorBoardCallback
 
-from src import distributed
+from src import distributed, stop_tokens
 from src import model as model_stage
 from src.baseline import baseline_path, cached_or_measured
 from src.callbacks import (
@@ -49,7 +49,10 @@ def build_tokenizer(cfg: TrainConfig) -> tuple[str, PreTrainedTokenizerBase]:
     set_seed(cfg.seed)
     with distributed.main_process_first():  # one process converts/downloads, the others read its copy
         base = model_stage.resolve_base(cfg.model, cfg.paths.cache_dir)
-    return base, model_stage.load_tokenizer(cfg.model, base)
+    tokenizer = model_stage.load_tokenizer(cfg.model, base)
+    if (stops := stop_tokens.describe(tokenizer)) and distributed.is_main():
+        log.info(stops)
+    return base, tokenizer
 
 
 def build_data(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, run_dir: Path) -> PreparedData:

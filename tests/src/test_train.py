@@ -39,6 +39,8 @@ def test_cli_run_writes_adapter_metrics_and_events(cli_run):
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
     assert json.loads((run_dir / "adapter" / "adapter_config.json").read_text())["r"] == 16
     assert (run_dir / "adapter" / "tokenizer.json").is_file()
+    saved = json.loads((run_dir / "adapter" / "generation_config.json").read_text())
+    assert saved["eos_token_id"] == [2]  # SmolLM2's eos <|im_end|> is its template's end of turn too
     assert (run_dir / "config.yaml").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["global_step"] == 6 and metrics["planned_steps"] == 6
