@@ -42,7 +42,7 @@ def summary_lines(
         effective_batch_line(cfg.memory),
         f"steps: {total_steps} total, {warmup_steps} warmup | schedule: {cfg.optim.lr_scheduler_type} "
         f"| learning_rate: {cfg.optim.learning_rate:g}",
-        f"device: {compute.device} | precision: {str(compute.dtype).removeprefix('torch.')} "
+        f"device: {compute.device} | precision: {compute.precision} "
         f"| gradient checkpointing: {cfg.memory.gradient_checkpointing}",
     ]
 

@@ -64,9 +64,10 @@ def claim_run_folder(cfg: TrainConfig, dict_cfg: DictConfig) -> tuple[Path, Path
     with distributed.own_folder_removed_if_unused(own_dir) as shared:
         validate(cfg)
         from src import stages
-        from src.compute import Compute
+        from src.compute import Compute, check_compute
 
         compute = Compute.of(cfg)  # decided once: every stage gets this value
+        check_compute(cfg, compute)
         distributed.init(cpu=compute.on_cpu)
         run_dir, resume_from = distributed.main_decides(
             lambda: (own_dir, stages.claim_run_dir(own_dir, cfg.resume))

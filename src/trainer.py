@@ -37,7 +37,25 @@ class RunTrainer(SFTTrainer):
     - **No training randomness consumed.** Every DataLoader iterator draws its base seed from the global RNG,
       so each eval (and anything run inside it: sample generation) shifted later dropout masks, and a run's
       result depended on `eval.steps`. Evaluation runs on a forked RNG state, restored afterwards.
+    - **Counters that survive `resume=true`.** transformers 5.23 logs `train_loss` as the mean of this `train()`
+      call's steps, and TRL 1.16's `num_tokens` counter (`_total_train_tokens`) restarts at zero, so a resumed
+      run's TensorBoard, train.log and final log line disagreed with the uninterrupted run. The final
+      `train_loss` is the whole run's (`whole_run_train_loss`), and `num_tokens` continues from the last
+      value the checkpoint's log history holds.
     """
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        resumed_at = getattr(self, "_initial_global_step", 0)
+        if resumed_at > 0 and self.model.training and not getattr(self, "_tokens_restored", False):
+            self._tokens_restored = True  # at the first log after the resume, before TRL reads its counter
+            self._total_train_tokens += tokens_before(self.state.log_history, resumed_at)
+            if "num_tokens" in self._metrics["train"]:
+                self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+        if resumed_at > 0 and "train_loss" in logs:  # the last log, after the final eval (model in eval mode)
+            logs["train_loss"] = whole_run_train_loss(
+                self.state.log_history, resumed_at, self.state.global_step, logs["train_loss"]
+            )
+        super().log(logs, start_time)
 
     def evaluate(self, *args, **kwargs):
         devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
@@ -72,6 +90,12 @@ def labelled_tokens(inputs: dict) -> torch.Tensor:
     if inputs.get("shift_labels") is not None:
         return (inputs["shift_labels"] != IGNORE_INDEX).sum()
     return (inputs["labels"][..., 1:] != IGNORE_INDEX).sum()
+
+
+def tokens_before(log_history: list[dict], step: int) -> int:
+    """TRL's `num_tokens` counter as last logged at or before `step` (0 when never logged)."""
+    logged = [e["num_tokens"] for e in log_history if "num_tokens" in e and e.get("step", 0) <= step]
+    return int(logged[-1]) if logged else 0
 
 
 def whole_run_train_loss(

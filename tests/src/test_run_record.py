@@ -82,6 +82,19 @@ def test_killed_run_resumes_to_the_same_result(reference, tmp_path):
     events.Reload()
     steps = [e.step for e in events.Scalars("train/loss")]
     assert steps == sorted(set(steps)) and steps[-1] == 30
+    # and its counters continue too: the whole run's train_loss, tokens counted from the start
+    uninterrupted = EventAccumulator(str(reference / "tensorboard"))
+    uninterrupted.Reload()
+    for tag in ("train/train_loss", "train/num_tokens"):
+        got = {e.step: e.value for e in events.Scalars(tag)}
+        want = {e.step: e.value for e in uninterrupted.Scalars(tag)}
+        assert got.keys() == want.keys() and list(got.values()) == pytest.approx(
+            list(want.values()), rel=1e-5
+        ), tag
+    last_line = [line for line in (run_dir / "train.log").read_text().splitlines() if '"train_loss"' in line][
+        -1
+    ]
+    assert f"{expected['train_loss']:.4f}"[:-1] in last_line.replace('"train_loss": ', "")
     ours = load_file(run_dir / "adapter" / "adapter_model.safetensors")
     theirs = load_file(reference / "adapter" / "adapter_model.safetensors")
     assert ours.keys() == theirs.keys()
