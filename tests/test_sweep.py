@@ -369,7 +369,7 @@ def test_an_unquoted_comma_list_inside_a_sweep_is_refused_and_a_list_works(tmp_p
     assert not (tmp_path / "s1" / "trial_0").exists()
     from omegaconf import OmegaConf
 
-    from src.config import local_files
+    from src.data_files import local_files
     from tests.conftest import compose_config
 
     listed = OmegaConf.to_object(compose_config(["data=jsonl", f"data.path=[{a},{b}]"])).data
