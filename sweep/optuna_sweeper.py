@@ -17,9 +17,10 @@
 - GPUs: parallel trials of the joblib launcher are pinned to one visible GPU each.
 
 This module is the loop (open the study, ask, launch, tell, wait for other workers, report) and how a job's
-result becomes the trial's outcome; it calls sweep.study (the study, and Optuna's private API), sweep.space
-(the search space), sweep.places (the n_trials rule), sweep.liveness (dead workers' trials) and
-sweep.launch (jobs and GPUs). hydra_plugins/sft_optuna_sweeper makes Hydra find it as a plugin.
+result becomes the trial's outcome; it calls sweep.preflight (the refusals before the first trial),
+sweep.study (the study, and Optuna's private API), sweep.space (the search space), sweep.places (the n_trials
+rule), sweep.liveness (dead workers' trials) and sweep.launch (jobs and GPUs). hydra_plugins/sft_optuna_sweeper
+makes Hydra find it as a plugin.
 """
 
 from __future__ import annotations
@@ -46,19 +47,15 @@ from sweep.launch import JobLost, launch_trials
 from sweep.liveness import WORKER, describe_worker, fail_stale_trials, heartbeats, worker_identity
 from sweep.lr_prior import model_prior, sweep_line, uses_prior
 from sweep.places import finished_trials, free_places, runnable_trials
-from sweep.space import cannot_produce, grid_choices, outside_interval, search_space
-from sweep.study import (
-    FAIL_REASON,
-    OPTUNA_TARGETS,
-    PRUNED_AT,
-    StorageError,
-    identity_mismatch,
-    open_sweep_study,
-    stored_trial,
-    sweep_identity,
-    tell,
-    unused_study_name,
+from sweep.preflight import (
+    SweepRefused,
+    check_enqueued_trials,
+    check_searched_settings,
+    check_storage,
+    open_checked_study,
 )
+from sweep.space import grid_choices, search_space
+from sweep.study import FAIL_REASON, OPTUNA_TARGETS, PRUNED_AT, stored_trial, sweep_identity, tell
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +129,22 @@ class SFTOptunaSweeper(OptunaSweeper):
         self.grid: dict[str, list] | None = None  # the grid's choices per param under sampler=grid
 
     def sweep(self, arguments: list[str]) -> None:
+        try:  # every refusal comes before the first trial is created: one sentence, no traceback
+            study, space, fixed_params, fixed_overrides = self._prepare(arguments)
+        except SweepRefused as refusal:
+            log.error("%s", refusal)
+            sys.exit(2)
+        self._fail_stale_trials(study)
+        self._enqueue_new(study)
+        self._log_start(study)
+        self._run_trials(study, space, fixed_params, fixed_overrides)
+        self._write_results(study)
+
+    def _prepare(
+        self, arguments: list[str]
+    ) -> tuple[optuna.Study, dict[str, Any], dict[str, Any], list[str]]:
+        """The search space (distributions, fixed params, fixed overrides) and the opened study, after the
+        preflight checks (sweep/preflight.py); raises SweepRefused."""
         # The plugin's OptunaSweeperImpl: its params parsing, directions and trial configuring are private
         # methods, which hydra-optuna-sweeper 1.4.0rc3 exposes no public equivalent of.
         impl = self.sweeper
@@ -139,71 +152,33 @@ class SFTOptunaSweeper(OptunaSweeper):
         params_conf = impl._parse_sweeper_params_config() + list(arguments)
         space, fixed_params, fixed_overrides = search_space(params_conf)
         self._announce_learning_rate_prior(space, arguments)
+        self._use_grid(space)
+        check_searched_settings(space, self.search_data_and_model)
+        check_storage(impl.storage)
+        study = open_checked_study(
+            impl.storage,
+            impl.study_name,
+            sweep_identity(space, fixed_params, fixed_overrides),
+            sampler=impl.sampler,
+            directions=impl._get_directions(),
+            metric_names=self.objectives,
+            heartbeat_interval=self.heartbeat_interval,
+            grace_period=self.grace_period,
+        )
+        check_enqueued_trials(self.enqueue_trials, space)
+        return study, space, fixed_params, fixed_overrides
+
+    def _use_grid(self, space: dict[str, Any]) -> None:
+        """hydra/sweeper/sampler=grid: every combination of the (discrete) params once, in a seeded order."""
+        impl = self.sweeper
         self.grid = None
         if isinstance(impl.sampler, functools.partial) and impl.sampler.func is optuna.samplers.GridSampler:
-            # hydra/sweeper/sampler=grid: every combination of the (discrete) params once, in a seeded order
             self.grid = grid_choices(space)
             impl.sampler = impl.sampler(self.grid)
             impl.n_trials = min(impl.n_trials, math.prod(len(choices) for choices in self.grid.values()))
-        data_or_model = sorted(k for k in space if k.startswith(("data.", "model.")))
-        if data_or_model and not self.search_data_and_model:
-            log.error(
-                "This sweep would search over %s (each trial training on one value): inside -m an unquoted "
-                "comma list is a sweep. Quote it (data.path='a.jsonl,b.jsonl') or give a list "
-                "(data.path=[a.jsonl,b.jsonl]); to search over data or model settings on purpose, set "
-                "hydra.sweeper.search_data_and_model=true.",
-                ", ".join(data_or_model),
-            )
-            sys.exit(2)
-        if impl.storage is None:
-            log.error(
-                "hydra.sweeper.storage=null keeps the study in this process's memory, but each trial reports "
-                "to it from its job and a resumed sweep reads it back: give a database, e.g. "
-                "sqlite:///outputs/sweeps/<name>/optuna.db (the presets' default)."
-            )
-            sys.exit(2)
-        try:
-            study = open_sweep_study(
-                impl.storage,
-                impl.study_name,
-                impl.sampler,
-                impl._get_directions(),
-                self.objectives,
-                heartbeat_interval=self.heartbeat_interval,
-                grace_period=self.grace_period,
-            )
-        except StorageError as error:
-            log.error("%s.", error)
-            sys.exit(2)
-        mismatch = identity_mismatch(study, sweep_identity(space, fixed_params, fixed_overrides))
-        if mismatch:  # its trials were run for another sweep: reporting or resuming them would mislead
-            log.error(
-                "Study %r in %s was created for another sweep (%s); give this one a new "
-                "hydra.sweeper.study_name, e.g. hydra.sweeper.study_name=%s (the old study stays as it is).",
-                study.study_name,
-                redact(str(impl.storage)),
-                mismatch,
-                unused_study_name(impl.storage, study.study_name),
-            )
-            sys.exit(2)
-        for i, params in enumerate(self.enqueue_trials):  # refused before any trial is created
-            why = cannot_produce(dict(params), space)
-            if why:
-                log.error(
-                    "hydra.sweeper.enqueue_trials[%d] cannot be a trial of this sweep: %s; change the value or "
-                    "the search space.",
-                    i,
-                    why,
-                )
-                sys.exit(2)
-            for value in outside_interval(dict(params), space):
-                log.warning(
-                    "hydra.sweeper.enqueue_trials[%d] sets %s, outside its search space: run as given",
-                    i,
-                    value,
-                )
-        self._fail_stale_trials(study)
-        self._enqueue_new(study)
+
+    def _log_start(self, study: optuna.Study) -> None:
+        impl = self.sweeper
         done = finished_trials(study)
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         log.info(
@@ -215,6 +190,11 @@ class SFTOptunaSweeper(OptunaSweeper):
             impl.n_trials,
             f", {running} of them running in other workers" if running else "",
         )
+
+    def _run_trials(self, study: optuna.Study, space, fixed_params, fixed_overrides) -> None:
+        """Launch batches while places are free, then wait for the other workers' running trials (up to
+        hydra.sweeper.wait_timeout), so every worker reports the same best; exits 1 past max_failures."""
+        impl = self.sweeper
         failures, waiting_since, waiting_for = 0, None, None
         while True:
             trials = study.get_trials(deepcopy=False)
@@ -236,8 +216,7 @@ class SFTOptunaSweeper(OptunaSweeper):
                 waiting_since = None
                 continue
             if not running:
-                break
-            # Nothing left to start: wait for the other workers' trials, so every worker reports the same best.
+                return
             waiting_since = waiting_since or time.monotonic()
             if [t.number for t in running] != waiting_for:
                 waiting_for = [t.number for t in running]
@@ -253,10 +232,9 @@ class SFTOptunaSweeper(OptunaSweeper):
                     self.wait_timeout,
                     waiting_for,
                 )
-                break
+                return
             time.sleep(POLL_SECONDS)
             self._fail_stale_trials(study)  # a worker on this host that died mid-trial frees its place
-        self._write_results(study)
 
     def _announce_learning_rate_prior(self, space: dict[str, Any], arguments: list[str]) -> None:
         """The sweep's first line, before any trial can fail: the learning-rate range and first trial the

@@ -15,9 +15,10 @@ from filelock import FileLock, Timeout
 
 from src.atomic import atomic_folder
 from src.builtin_data import BUILTIN
-from src.config import DataConfig, local_files
+from src.config import DataConfig
 from src.data.loading import load_raw
 from src.data.tokenization import tokenize_split, truncates
+from src.data_files import local_files
 
 log = logging.getLogger(__name__)
 

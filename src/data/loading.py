@@ -14,8 +14,9 @@ from typing import Any
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
 from src.builtin_data import BUILTIN
-from src.config import ConfigError, DataConfig, local_files
+from src.config import ConfigError, DataConfig
 from src.data.formats import FORMAT_COLUMNS, ROW_JSON, BadExample, detect_format
+from src.data_files import local_files
 
 # Extra column every raw split carries: where each row came from ("file.jsonl:12", "… row 7"); local files
 # also carry the row itself as JSON (ROW_JSON, see src/data/formats.py).

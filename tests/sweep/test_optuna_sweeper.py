@@ -368,7 +368,7 @@ def test_an_unquoted_comma_list_inside_a_sweep_is_refused_and_a_list_works(tmp_p
     assert refused.returncode == 2 and "would search over data.path" in output and "Traceback" not in output
     assert not (tmp_path / "s1" / "trial_0").exists()
 
-    from src.config import local_files
+    from src.data_files import local_files
 
     listed = typed_config(["data=jsonl", f"data.path=[{a},{b}]"]).data
     assert local_files(listed.path) == [a, b]  # a list is one value: both files, every trial

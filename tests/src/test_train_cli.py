@@ -1,6 +1,7 @@
-"""Property-based test through the command line: random combinations of overrides (valid and invalid, into a
-new folder or into an earlier run's folder) given to `python -m src.train`. Every run either finishes or exits
-with one short error and no traceback, and no earlier run's files change."""
+"""`python -m src.train` as a user meets it: a bad value, an unknown option or a bad path is one sentence
+without a traceback (exit 2), and random combinations of overrides (valid and invalid, into a new folder or
+into an earlier run's folder) either finish or exit with one short error, and no earlier run's files change
+(property-based)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,48 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import CACHE, ROOT, TINY
+from tests.conftest import CACHE, ROOT, TINY, run_module
+
+
+def run_cli(*args: str, cwd=ROOT):
+    return run_module("src.train", *args, timeout=120, cwd=cwd)
+
+
+def test_cli_bad_value_is_one_message_without_traceback(tmp_path):
+    result = run_cli("optim.learning_rate=0", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    assert "optim.learning_rate=0.0 must be a positive number" in output
+    assert "Traceback" not in output
+
+
+def test_cli_unknown_option_is_one_message(tmp_path):
+    result = run_cli("lora=r7", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "Could not find 'lora/r7'" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["data=jsonl", "data.path={tmp}"],
+            "is a folder but not one written by datasets' save_to_disk; give its files or a glob",
+        ),
+        (["model=qwen2_5_1_5b", "model.name={tmp}/no-such-model"], "looks like a local path but is not"),
+    ],
+    ids=["data-path-is-a-folder", "local-model-folder-missing"],
+)
+def test_bad_paths_are_refused_in_one_sentence(tmp_path, overrides, message):
+    """Each used to end in a traceback (IsADirectoryError; 79 lines from the Hub client)."""
+    args = [o.format(tmp=tmp_path) for o in overrides] + [f"hydra.run.dir={tmp_path / 'run'}"]
+    result = run_module("src.train", *args, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stdout + result.stderr and "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").rglob("*.*"))
+
 
 # Small enough that a finishing run takes seconds: 2 optimizer steps, no baseline, no generation.
 FAST = [

@@ -1,4 +1,5 @@
-"""Every option of every group composes into the typed schema; bad input fails with one clear message."""
+"""Every option of every group composes into the typed schema, with the values its YAML file sets; keys and
+types the schema lacks are refused by Hydra (the value checks are tested in test_config_checks.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from src.config import ConfigError, TrainConfig, validate
-from tests.conftest import CONF, ROOT, compose_config, run_module
+from src.config import TrainConfig, validate
+from tests.conftest import CONF, ROOT, compose_config
 
 GROUPS = ["model", "lora", "optim", "data", "memory"]
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
@@ -25,7 +26,10 @@ def test_every_option_composes_and_validates(group, option):
     if group == "lora" and option == "none":
         overrides.append("memory=bf16")
     cfg = typed(overrides)
-    assert isinstance(cfg, TrainConfig)
+    given = {override.split("=")[0] for override in overrides}
+    own = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{option}.yaml"))
+    own = {k: v for k, v in own.items() if k != "defaults" and f"{group}.{k}" not in given}  # set above
+    assert {key: getattr(getattr(cfg, group), key) for key in own} == own
     validate(cfg)
 
 
@@ -91,48 +95,6 @@ def test_unknown_group_option_is_refused():
         compose_config(["lora=r7"])
 
 
-@pytest.mark.parametrize(
-    ("overrides", "field"),
-    [
-        (["lora.r=0"], "lora.r"),
-        (["lora.r=-8"], "lora.r"),
-        (["optim.learning_rate=0"], "optim.learning_rate"),
-        (["optim.learning_rate=-1e-4"], "optim.learning_rate"),
-        (["optim.warmup_ratio=1.0"], "optim.warmup_ratio"),
-        (["optim.warmup_ratio=-0.1"], "optim.warmup_ratio"),
-        (["data=jsonl", "data.path=/no/such/file.jsonl"], "data.path"),
-        (["data=jsonl"], "data.path"),
-        (["lora=none"], "lora=none"),
-        (["optim.lr_scheduler_type=cosine_restarts"], "optim.lr_scheduler_type"),
-        (["data.max_length=0"], "data.max_length"),
-    ],
-)
-def test_bad_values_name_the_field(overrides, field):
-    with pytest.raises(ConfigError) as error:
-        validate(typed(overrides))
-    assert field in str(error.value)
-
-
-def run_cli(*args: str, cwd=ROOT):
-    return run_module("src.train", *args, timeout=120, cwd=cwd)
-
-
-def test_cli_bad_value_is_one_message_without_traceback(tmp_path):
-    result = run_cli("optim.learning_rate=0", f"hydra.run.dir={tmp_path / 'run'}")
-    assert result.returncode == 2
-    output = result.stdout + result.stderr
-    assert "optim.learning_rate=0.0 must be a positive number" in output
-    assert "Traceback" not in output
-
-
-def test_cli_unknown_option_is_one_message(tmp_path):
-    result = run_cli("lora=r7", f"hydra.run.dir={tmp_path / 'run'}")
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
-    assert "Could not find 'lora/r7'" in output
-    assert "Traceback" not in output
-
-
 def _schema_defaults(schema) -> dict:
     """Field name -> schema default (dataclasses.MISSING for fields without one; OmegaConf's '???' too)."""
     import dataclasses
@@ -193,23 +155,3 @@ def test_schema_defaults_equal_train_yaml():
             assert composed[field.name] == default, field.name
             checked += 1
     assert checked >= 20  # eval, monitor, save, plan and the top-level keys
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        (
-            ["data=jsonl", "data.path={tmp}"],
-            "is a folder but not one written by datasets' save_to_disk; give its files or a glob",
-        ),
-        (["model=qwen2_5_1_5b", "model.name={tmp}/no-such-model"], "looks like a local path but is not"),
-    ],
-    ids=["data-path-is-a-folder", "local-model-folder-missing"],
-)
-def test_bad_paths_are_refused_in_one_sentence(tmp_path, overrides, message):
-    """Each used to end in a traceback (IsADirectoryError; 79 lines from the Hub client)."""
-    args = [o.format(tmp=tmp_path) for o in overrides] + [f"hydra.run.dir={tmp_path / 'run'}"]
-    result = run_module("src.train", *args, timeout=300)
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert message in result.stdout + result.stderr and "Traceback" not in result.stdout + result.stderr
-    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").rglob("*.*"))
