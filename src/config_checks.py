@@ -265,7 +265,7 @@ def check_environment(cfg: Any) -> None:
     if cfg.data.source == "local":
         local_files(cfg.data.path)
         if cfg.data.eval_path:
-            local_files(cfg.data.eval_path)
+            local_files(cfg.data.eval_path, "data.eval_path")
     for tracker in cfg.monitor.report_to:
         if importlib.util.find_spec(tracker) is None:
             raise ConfigError(

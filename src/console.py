@@ -104,3 +104,16 @@ def use_console(trainer) -> None:
         trainer.add_callback(ConsoleProgress())
     elif trainer.pop_callback(PrinterCallback) is not None:
         trainer.add_callback(QuietPrinter())
+
+
+def quiet_library_bars() -> None:
+    """No "Loading weights" / "Writing model shards" bars (transformers' own tqdm, two per run with a merge):
+    the run's one bar is training's. huggingface_hub's download bars stay as they were (a first Hub download
+    of an 8B model is worth watching). Process wide; transformers 5.23."""
+    import huggingface_hub.utils as hub
+    from transformers.utils import logging as transformers_logging
+
+    downloads_shown = not hub.are_progress_bars_disabled()
+    transformers_logging.disable_progress_bar()  # also turns the Hub's off: turned back on below
+    if downloads_shown:
+        hub.enable_progress_bars()

@@ -15,10 +15,11 @@ def saved_dataset(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
 
 
-def local_files(spec: Any) -> list[Path]:
+def local_files(spec: Any, key: str = "data.path") -> list[Path]:
     """Expand paths and globs, given as a comma-separated string or a list; each must match a file or a
-    save_to_disk folder. Returns the matches in order (each glob's sorted); raises ConfigError naming the
-    part that matches nothing, or the folder that is not a saved dataset."""
+    save_to_disk folder. Returns the matches in order (each glob's sorted); raises ConfigError naming `key`
+    (the config key `spec` came from) and the part that matches nothing, or the folder that is not a saved
+    dataset."""
     parts = (
         str(spec).split(",") if isinstance(spec, str) else [str(p) for p in spec]
     )  # a list (or ListConfig)
@@ -27,13 +28,13 @@ def local_files(spec: Any) -> list[Path]:
         matches = sorted(glob.glob(str(Path(part).expanduser())))
         if not matches:
             raise ConfigError(
-                f"data.path: no file matches '{part}'; give an existing .jsonl/.json/.parquet/.csv file or glob "
+                f"{key}: no file matches '{part}'; give an existing .jsonl/.json/.parquet/.csv file or glob "
                 f"(relative paths start from {Path.cwd()})."
             )
         for match in matches:
             if Path(match).is_dir() and not saved_dataset(Path(match)):
                 raise ConfigError(
-                    f"data.path: '{match}' is a folder but not one written by datasets' save_to_disk; give "
+                    f"{key}: '{match}' is a folder but not one written by datasets' save_to_disk; give "
                     f"its files or a glob (e.g. '{match}/*.jsonl')."
                 )
         files.extend(Path(m) for m in matches)

@@ -37,7 +37,9 @@ def train(dict_cfg: DictConfig) -> dict:
     cfg: TrainConfig = OmegaConf.to_object(dict_cfg)  # typed; Hydra has already refused unknown keys
     run_dir, resume_from, compute = claim_run_folder(cfg, dict_cfg)
     from src import stages  # heavy imports (torch, transformers) only after the config is known good
+    from src.console import quiet_library_bars
 
+    quiet_library_bars()
     with job_log(run_dir) if distributed.is_main() else contextlib.nullcontext():
         # memory.gradient_checkpointing=auto: the planner decides (the same answer on every process)
         checkpointing, why = distributed.main_decides(lambda: resolve_checkpointing(cfg, compute=compute))

@@ -17,6 +17,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from src.patches import optuna_metric_names_quietly
+
 log = logging.getLogger(__name__)
 
 PRUNED_AT = "pruned_at_step"  # user attribute the job sets when its pruner stopped it
@@ -138,7 +140,8 @@ def open_sweep_study(
     (the report's column names); a resumed or shared study keeps what it was created with."""
     study = open_study(storage, study_name=study_name, sampler=sampler, directions=directions, **heartbeat)
     if study.metric_names is None:
-        study.set_metric_names(metric_names)
+        with optuna_metric_names_quietly():  # src/patches.py: Optuna calls the API experimental
+            study.set_metric_names(metric_names)
     return study
 
 

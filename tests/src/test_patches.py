@@ -212,3 +212,40 @@ def test_trl_still_casts_qlora_adapters_to_bf16_and_we_keep_them_as_peft_made_th
         model.weight.data = model.weight.data.to(torch.bfloat16)  # what TRL does inside
     assert model.weight.dtype == torch.float32
     assert torch.equal(model.weight.data, weight)  # the original values, not a cast back from bf16
+
+
+def test_optuna_still_calls_set_metric_names_experimental_and_the_sweep_says_nothing(recwarn):
+    import re
+    import warnings
+
+    import optuna
+    from optuna.exceptions import ExperimentalWarning
+
+    from src.patches import OPTUNA_METRIC_NAMES
+    from sweep.study import open_sweep_study
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        optuna.create_study().set_metric_names(["best_eval_loss"])
+    experimental = [str(w.message) for w in seen if w.category is ExperimentalWarning]
+    assert re.match(OPTUNA_METRIC_NAMES, experimental[0])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        study = open_sweep_study(
+            None, "quiet", optuna.samplers.RandomSampler(), ["minimize"], ["best_eval_loss"]
+        )
+    assert study.metric_names == ["best_eval_loss"]
+    assert not [w for w in seen if w.category is ExperimentalWarning]
+
+
+def test_a_run_shows_no_weight_loading_bars_but_keeps_the_hubs_download_bars(monkeypatch):
+    import huggingface_hub.utils as hub
+    from transformers.utils import logging as transformers_logging
+
+    from src.console import quiet_library_bars
+
+    monkeypatch.setattr(transformers_logging, "_tqdm_active", True)
+    hub.enable_progress_bars()
+    quiet_library_bars()
+    assert not transformers_logging.is_progress_bar_enabled() and not hub.are_progress_bars_disabled()
+    transformers_logging.enable_progress_bar()

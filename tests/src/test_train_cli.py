@@ -46,11 +46,16 @@ def test_cli_unknown_option_is_one_message(tmp_path):
             "is a folder but not one written by datasets' save_to_disk; give its files or a glob",
         ),
         (["model=qwen2_5_1_5b", "model.name={tmp}/no-such-model"], "looks like a local path but is not"),
+        (
+            ["data=jsonl", "data.path={tmp}/train.jsonl", "data.eval_path={tmp}/no-such-eval.jsonl"],
+            "Config error: data.eval_path: no file matches '",  # was refused as data.path
+        ),
     ],
-    ids=["data-path-is-a-folder", "local-model-folder-missing"],
+    ids=["data-path-is-a-folder", "local-model-folder-missing", "eval-path-missing"],
 )
 def test_bad_paths_are_refused_in_one_sentence(tmp_path, overrides, message):
-    """Each used to end in a traceback (IsADirectoryError; 79 lines from the Hub client)."""
+    """Each used to end in a traceback (IsADirectoryError; 79 lines from the Hub client) or named another key."""
+    (tmp_path / "train.jsonl").write_text('{"messages": [{"role": "user", "content": "Hi"}]}\n')
     args = [o.format(tmp=tmp_path) for o in overrides] + [f"hydra.run.dir={tmp_path / 'run'}"]
     result = run_module("src.train", *args, timeout=300)
     assert result.returncode == 2, result.stderr[-2000:]
