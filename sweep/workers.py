@@ -153,21 +153,8 @@ def run_workers(workers: list[Worker], command: list[str], log_dir: Path) -> int
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for worker in workers:
-            env = {**os.environ, **worker.env, "PYTHONUNBUFFERED": "1"}  # lines reach the relay as printed
-            process = subprocess.Popen(
-                command,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                text=True,
-                errors="replace",
-                start_new_session=True,
-            )
+            process, relay = _start(worker, command, log_dir, lock)
             processes.append(process)
-            log_file = log_dir / f"{worker.name.replace('/', '-')}.log"
-            relay = threading.Thread(target=_relay, args=(worker.name, process.stdout, log_file, lock))
-            relay.start()
             relays.append(relay)
         escalated = False
         while any(process.poll() is None for process in processes):
@@ -188,6 +175,27 @@ def run_workers(workers: list[Worker], command: list[str], log_dir: Path) -> int
     if stops:
         return 130
     return next((code if code > 0 else 128 - code for code in codes if code), 0)  # 128 + N: killed by N
+
+
+def _start(
+    worker: Worker, command: list[str], log_dir: Path, lock: threading.Lock
+) -> tuple[subprocess.Popen, threading.Thread]:
+    """The worker's process, in its own process group, and the thread relaying its output."""
+    env = {**os.environ, **worker.env, "PYTHONUNBUFFERED": "1"}  # lines reach the relay as printed
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
+    log_file = log_dir / f"{worker.name.replace('/', '-')}.log"
+    relay = threading.Thread(target=_relay, args=(worker.name, process.stdout, log_file, lock))
+    relay.start()
+    return process, relay
 
 
 def _relay(name: str, stream: IO[str], log_file: Path, lock: threading.Lock) -> None:
