@@ -32,15 +32,26 @@ def test_a_trial_asked_after_the_last_place_was_taken_is_surplus(tmp_path):
     assert why_not_run(second.get_trials(deepcopy=False), theirs.number, n_trials=3).startswith("surplus")
 
 
-def test_a_worker_racing_for_the_last_place_launches_nothing(tmp_path):
+def late_worker(tmp_path, n_trials: int):
+    """(storage, ask_once): a second worker on the same study; ask_once() runs one batch of it, which must
+    launch nothing."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     space, fixed, fixed_overrides = search_space(SPACE)
-    late = make_worker(storage, tmp_path / "late", objective, n_trials=4)
+    late = make_worker(storage, tmp_path / "late", objective, n_trials=n_trials)
     late_study = open_study(storage, study_name="workers")
+
+    def ask_once() -> None:
+        assert late._run_batch(late_study, 1, space, fixed, fixed_overrides) == 0
+
+    return storage, late, late_study, ask_once
+
+
+def test_a_worker_racing_for_the_last_place_launches_nothing(tmp_path):
+    storage, late, _, ask_once = late_worker(tmp_path, n_trials=4)
 
     def job(params):
         if params["trial"] == "3":  # meanwhile a second worker, which counted one free place, asks for it
-            assert late._run_batch(late_study, 1, space, fixed, fixed_overrides) == 0
+            ask_once()
         return objective(params)
 
     make_worker(storage, tmp_path / "first", job, n_trials=4).sweep([])
@@ -52,14 +63,11 @@ def test_a_worker_racing_for_the_last_place_launches_nothing(tmp_path):
 
 
 def test_a_surplus_enqueued_trial_is_queued_again_and_runs_on_resume(tmp_path):
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
-    space, fixed, fixed_overrides = search_space(SPACE)
-    late = make_worker(storage, tmp_path / "late", objective, n_trials=1)
-    late_study = open_study(storage, study_name="workers")
+    storage, late, late_study, ask_once = late_worker(tmp_path, n_trials=1)
 
     def job(params):
         late_study.enqueue_trial({"x": 0.25})  # queued by a worker that starts now; it asks at once
-        assert late._run_batch(late_study, 1, space, fixed, fixed_overrides) == 0
+        ask_once()
         return objective(params)
 
     make_worker(storage, tmp_path / "first", job, n_trials=1).sweep([])
