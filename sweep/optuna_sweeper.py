@@ -43,6 +43,7 @@ from optuna.trial import TrialState
 from src.atomic import write_text_atomic
 from src.errors import JobFailed
 from src.redact import redact
+from sweep.cost import record_cost, sweep_cost
 from sweep.launch import JobLost, launch_trials
 from sweep.liveness import WORKER, describe_worker, fail_stale_trials, heartbeats, worker_identity
 from sweep.lr_prior import model_prior, sweep_line, uses_prior
@@ -321,6 +322,7 @@ class SFTOptunaSweeper(OptunaSweeper):
             )
             self._fail(study, trial, message)
             return False
+        record_cost(trial, result.return_value)
         attrs = stored_trial(study, trial).user_attrs
         if PRUNED_AT in attrs:
             tell(study, trial, state=TrialState.PRUNED)
@@ -375,3 +377,4 @@ class SFTOptunaSweeper(OptunaSweeper):
             sweep_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(results))
         )
         log.info("Report: python -m sweep.report %s", sweep_dir)
+        log.info(sweep_cost(study).line())

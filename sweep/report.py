@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from src.redact import redact
 from src.run_record import read_metrics
+from sweep.cost import sweep_cost
 from sweep.study import FAIL_REASON, PRUNED_AT
 
 STATE_ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.FAIL: 3}
@@ -274,7 +275,11 @@ def report(sweep_dir: Path, storage: str | None = None, study_name: str | None =
         print("\nParameter importances:")
         for name, value in scores.items():
             print(f"  {name:30s} {value:.3f}")
-    result.update(best_trial=best.number, best_value=best.value, command=command, importances=scores)
+    cost = sweep_cost(study)
+    print(f"\n{cost.line()}")
+    result.update(
+        best_trial=best.number, best_value=best.value, command=command, importances=scores, cost=cost
+    )
     result["plots"] = write_plots(study, sweep_dir, with_importances=bool(scores))
     print(f"\nWrote leaderboard.csv, best_overrides.txt and {len(result['plots'])} plots to {sweep_dir}")
     return result

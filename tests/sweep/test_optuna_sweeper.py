@@ -83,6 +83,8 @@ def test_sweep_runs_four_trials_in_the_search_space(sweep_dir):
         folder = sweep_dir / f"trial_{trial.number}"
         metrics = json.loads((folder / "metrics.json").read_text())
         assert trial.value == pytest.approx(metrics["best_eval_loss"], abs=1e-9)
+        cost = (trial.user_attrs["optimizer_steps"], trial.user_attrs["train_tokens"])  # sweep/cost.py
+        assert cost == (metrics["global_step"], metrics["train_tokens"]) and cost[1] > 0
         assert (folder / "adapter" / "adapter_model.safetensors").is_file()
         assert (
             json.loads((folder / "adapter" / "adapter_config.json").read_text())["r"]
@@ -125,6 +127,8 @@ def test_report_writes_leaderboard_plots_and_best_command(sweep_dir, capsys):
     study = load(sweep_dir)
     assert result["best_trial"] == study.best_trial.number
     assert f"Best trial {study.best_trial.number}" in printed and "Parameter importances" in printed
+    steps = sum(t.user_attrs["optimizer_steps"] for t in study.trials if t.state == TrialState.COMPLETE)
+    assert result["cost"].steps == steps and f"compute: {steps:,} optimizer steps" in printed
     rows = (sweep_dir / "leaderboard.csv").read_text().splitlines()
     assert len(rows) == 1 + len(study.trials)
     assert rows[1].startswith(f"{study.best_trial.number},COMPLETE,")
