@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from transformers import set_seed
-from transformers.integrations import TensorBoardCallback
 
 from src import distributed
 from src import model as model_stage
@@ -20,6 +19,7 @@ from src.callbacks import (
     NonFiniteLossCallback,
     SampleGenerationCallback,
     ThroughputCallback,
+    build_callbacks,
     log_samples,
     write_hparams,
 )
@@ -257,24 +257,15 @@ def build_run(cfg, model, tokenizer, data, run_dir: Path, resume_from: Path | No
         writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge_step)
         log_report_to_tensorboard(writer, data.report)
     prompts = _sample_prompts(cfg, data)
-    sampler = SampleGenerationCallback(
-        writer, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.monitor.samples_every_evals
-    )
-    throughput, guard = ThroughputCallback(writer), NonFiniteLossCallback()
-    callbacks = [throughput, sampler, guard]
-    if writer is not None:
-        callbacks.insert(0, TensorBoardCallback(tb_writer=writer))
-    pruning = _pruning_callback(cfg, run_dir)
-    if pruning is not None:
-        callbacks.append(pruning)
-    trainer = build_trainer(cfg, model, tokenizer, data, run_dir / "checkpoints", callbacks)
+    callbacks = build_callbacks(cfg, writer, tokenizer, prompts, _pruning_callback(cfg, run_dir))
+    trainer = build_trainer(cfg, model, tokenizer, data, run_dir / "checkpoints", callbacks.as_list())
     total, warmup = planned_steps(trainer)
     for line in summary_lines(cfg, trainer.model, total, warmup, compute_dtype(cfg)):
         log.info(line)
     sharded_by = distributed.sharded(trainer)
     if sharded_by:
         # generate() on the main process alone would wait forever for the other processes' shards
-        sampler.every_evals = 0
+        callbacks.sampler.every_evals = 0
         log.warning("sample generations and the task metric are skipped: %s", sharded_by)
     return TrainingRun(
         cfg,
@@ -282,11 +273,11 @@ def build_run(cfg, model, tokenizer, data, run_dir: Path, resume_from: Path | No
         tokenizer,
         data,
         writer,
-        sampler,
-        throughput,
-        guard,
+        callbacks.sampler,
+        callbacks.throughput,
+        callbacks.guard,
         baseline_cache=baseline_path(cfg, data.cache_path, trains_on_cpu(cfg)),
-        pruning=pruning,
+        pruning=callbacks.pruning,
         resume_from=resume_from,
         run_dir=run_dir,
         sharded_by=sharded_by,
