@@ -1,13 +1,16 @@
-"""TensorBoard extras the libraries do not write: tokens/s and memory, sample generations, HPARAMS."""
+"""TensorBoard extras the libraries do not write (tokens/s and memory, sample generations, HPARAMS), the
+divergence guard, and `build_callbacks`: the set a training run adds to its trainer."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.integrations import TensorBoardCallback
 
 from src.data.formats import conversation_messages
 from src.evaluate import generate_replies
@@ -149,3 +152,35 @@ class NonFiniteLossCallback(TrainerCallback):
                 )
                 log.error("Stopping: %s", self.problem)
                 control.should_training_stop = True
+
+
+@dataclass
+class RunCallbacks:
+    """The callbacks a training run adds to its trainer, by role; `as_list()` in the trainer's order."""
+
+    throughput: ThroughputCallback
+    sampler: SampleGenerationCallback
+    guard: NonFiniteLossCallback
+    tensorboard: TensorBoardCallback | None = None  # only where a writer exists (the main process)
+    pruning: TrainerCallback | None = None  # sweep.pruning.PruningCallback inside an Optuna sweep
+
+    def as_list(self) -> list[TrainerCallback]:
+        wired = [self.tensorboard, self.throughput, self.sampler, self.guard, self.pruning]
+        return [callback for callback in wired if callback is not None]
+
+
+def build_callbacks(
+    cfg, writer, tokenizer, prompts: list, pruning: TrainerCallback | None = None
+) -> RunCallbacks:
+    """TensorBoard (when `writer` is not None), throughput, sample generations of `prompts` ((messages,
+    reference) pairs; none: no samples) every `monitor.samples_every_evals` evals, the divergence guard, and
+    `pruning` when given: what `src.train` and the bench's `ours_callbacks` add around the trainer."""
+    return RunCallbacks(
+        throughput=ThroughputCallback(writer),
+        sampler=SampleGenerationCallback(
+            writer, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.monitor.samples_every_evals
+        ),
+        guard=NonFiniteLossCallback(),
+        tensorboard=TensorBoardCallback(tb_writer=writer) if writer is not None else None,
+        pruning=pruning,
+    )

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
-from transformers.integrations import TensorBoardCallback
 
 from src import distributed, stop_tokens
 from src import model as model_stage
@@ -19,6 +18,7 @@ from src.callbacks import (
     NonFiniteLossCallback,
     SampleGenerationCallback,
     ThroughputCallback,
+    build_callbacks,
     log_samples,
     write_hparams,
 )
@@ -220,24 +220,17 @@ def build_run(
         writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge_step)
         log_report_to_tensorboard(writer, data.report)
     prompts = _sample_prompts(cfg, data)
-    sampler = SampleGenerationCallback(
-        writer, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.monitor.samples_every_evals
+    callbacks = build_callbacks(cfg, writer, tokenizer, prompts, _pruning_callback(cfg, run_dir))
+    trainer = build_trainer(
+        cfg, model, tokenizer, data, run_dir / "checkpoints", callbacks.as_list(), compute
     )
-    throughput, guard = ThroughputCallback(writer), NonFiniteLossCallback()
-    callbacks = [throughput, sampler, guard]
-    if writer is not None:
-        callbacks.insert(0, TensorBoardCallback(tb_writer=writer))
-    pruning = _pruning_callback(cfg, run_dir)
-    if pruning is not None:
-        callbacks.append(pruning)
-    trainer = build_trainer(cfg, model, tokenizer, data, run_dir / "checkpoints", callbacks, compute)
     total, warmup = planned_steps(trainer)
     for line in summary_lines(cfg, trainer.model, total, warmup, compute):
         log.info(line)
     sharded_by = distributed.sharded(trainer)
     if sharded_by:
         # generate() on the main process alone would wait forever for the other processes' shards
-        sampler.every_evals = 0
+        callbacks.sampler.every_evals = 0
         log.warning("sample generations and the task metric are skipped: %s", sharded_by)
     return TrainingRun(
         cfg,
@@ -246,11 +239,11 @@ def build_run(
         tokenizer,
         data,
         writer,
-        sampler,
-        throughput,
-        guard,
+        callbacks.sampler,
+        callbacks.throughput,
+        callbacks.guard,
         run_dir,
-        pruning=pruning,
+        pruning=callbacks.pruning,
         resume_from=resume_from,
         sharded_by=sharded_by,
     )

@@ -11,7 +11,7 @@ from transformers import EarlyStoppingCallback
 from trl import SFTConfig, SFTTrainer
 
 from src import trackers
-from src.compute import Compute, compute_dtype  # noqa: F401 (bench imports it from here)
+from src.compute import Compute
 from src.config import TrainConfig
 from src.console import use_console
 from src.data.cache import PreparedData

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from src.bench import Rounds
+from src.bench.harness import Rounds
 
 
 def test_rounds_interleave_steps_one_variant_at_a_time():
