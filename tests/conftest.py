@@ -37,7 +37,13 @@ TINY = [
 # The longest test files, scheduled first: `make test` runs one file per pytest-xdist worker, in this order
 # (--no-loadscope-reorder: xdist would otherwise start with the files holding the most tests), so a long file
 # started last would leave the other worker idle at the end.
-LONGEST_FIRST = ("test_model.py", "test_optuna_sweeper.py", "test_train_cli.py", "test_study.py")
+LONGEST_FIRST = (
+    "test_model.py",
+    "test_optuna_sweeper.py",
+    "test_train_cli.py",
+    "test_study.py",
+    "test_main.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):
