@@ -97,6 +97,7 @@ class DataConfig:
     eval_packing: bool = False  # eval unpacked so eval loss compares across trials
     assistant_only_loss: bool = True  # labels only on assistant tokens; false trains on the whole text
     on_bad_example: str = "fail"  # fail (stop at the first bad example, naming it) | skip (drop and count)
+    num_proc: int | None = None  # tokenizer processes; null = the cores available, capped; not in cache key
     task_metric: str = MISSING  # none | exact_match | json_exact_match (scored on generated eval answers)
 
 
@@ -388,6 +389,10 @@ def validate(cfg: Any) -> None:
     if data.source == "builtin" and not (data.builtin_examples or 0) > 0:
         raise ConfigError(
             f"data.source=builtin needs data.builtin_examples > 0 (got {data.builtin_examples})."
+        )
+    if data.num_proc is not None and data.num_proc < 1:
+        raise ConfigError(
+            f"data.num_proc must be at least 1, or null for the cores available (got {data.num_proc})."
         )
     if data.source == "hub" and not (isinstance(data.path, str) and data.path):
         raise ConfigError("data.source=hub needs data.path=<dataset id> (one id, not a list).")

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 from datasets import Dataset
-from trl import pack_dataset
 
 
-def length_stats(lengths: list[int]) -> dict[str, Any]:
+def length_stats(lengths: list[int] | np.ndarray) -> dict[str, Any]:
     """Count, total and min/median/p95/max of per-example token lengths, plus the sorted lengths."""
-    ordered = sorted(lengths)
+    ordered = np.sort(np.asarray(lengths, dtype=np.int64)).tolist()
     return {
         "examples": len(ordered),
         "tokens": sum(ordered),
@@ -29,22 +29,32 @@ def length_stats(lengths: list[int]) -> dict[str, Any]:
 def waste_figures(tokenized: Dataset, max_length: int, packing_strategy: str = "bfd") -> dict[str, Any]:
     """Share of row positions holding no real token, as in the usual padding-vs-packing comparison:
     every example padded to max_length, versus packed into max_length rows by TRL's own `pack_dataset`
-    (the rows SFTTrainer builds with this packing strategy)."""
-    lengths = [len(ids) for ids in tokenized["input_ids"]]
-    padded_tokens = sum(min(length, max_length) for length in lengths)
+    (the rows SFTTrainer builds with this packing strategy). Read in Arrow batches: no Python list of every
+    row's tokens is built."""
+    from trl import pack_dataset  # imported here: `python -m src.prepare` on a cache hit never needs TRL
+
+    lengths = _list_lengths(tokenized, "input_ids")
+    padded_tokens = int(np.minimum(lengths, max_length).sum())
     packed = pack_dataset(
         tokenized.select_columns(["input_ids"]),
         max_length,
         packing_strategy,
         map_kwargs={"desc": "Counting packed rows for the data report"},
     )
-    packed_tokens = sum(sum(row) for row in packed["seq_lengths"])
+    packed_tokens = int(_list_lengths(packed, "input_ids").sum())
     return {
         "padded_rows": len(lengths),
         "padding_waste": 1 - padded_tokens / (len(lengths) * max_length),
         "packed_rows": len(packed),
         "packing_waste": 1 - packed_tokens / (len(packed) * max_length),
     }
+
+
+def _list_lengths(dataset: Dataset, column: str) -> np.ndarray:
+    """The length of each row's list in `column`, read 10,000 rows at a time from Arrow."""
+    batches = dataset.select_columns([column]).with_format("arrow").iter(batch_size=10_000)
+    parts = [pc.list_value_length(batch[column]).to_numpy(zero_copy_only=False) for batch in batches]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def summarize_report(report: dict[str, Any], max_length: int) -> list[str]:
