@@ -3,6 +3,7 @@ waste, and the three views of it: printed lines, a length histogram PNG and Tens
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,35 @@ def summarize_report(report: dict[str, Any], max_length: int) -> list[str]:
         counts = ", ".join(f"{reason} {count}" for reason, count in report["skipped"].items())
         lines.append(
             f"  skipped {sum(report['skipped'].values())} bad examples (data.on_bad_example=skip): {counts}"
+        )
+    return lines
+
+
+def eval_cost_lines(
+    report: dict[str, Any], total_steps: int, eval_steps: float, rows_per_step: int, packing: bool
+) -> list[str]:
+    """The eval set's size and how often it runs, plus one hint naming data.max_eval_examples when one eval
+    costs more than the training between two evals. Costs in forward-token equivalents: a training token
+    costs about 3 (forward and backward), an eval token 1; a training row holds max_length tokens minus the
+    packing waste when packed, else the mean example."""
+    every = max(math.ceil(eval_steps * total_steps), 1) if eval_steps < 1 else int(eval_steps)
+    evals = total_steps // every
+    train, eval_ = report["train"], report["eval"]
+    per_row = (
+        report["max_length"] * (1 - train["packing_waste"])
+        if packing
+        else train["tokens"] / train["examples"]
+    )
+    between = 3 * every * rows_per_step * per_row
+    lines = [
+        f"eval: {eval_['examples']} examples, {eval_['tokens']} tokens, {evals} evals per run "
+        f"(every {every} steps of {total_steps})"
+    ]
+    if evals and eval_["tokens"] > between:
+        cap = max(int(eval_["examples"] * between / eval_["tokens"]), 1)
+        lines.append(
+            f"  each eval costs more than the {every} training steps between evals (~{eval_['tokens'] / between:.1f}×); "
+            f"set data.max_eval_examples={cap} (or fewer evals: eval.steps) to cap it"
         )
     return lines
 

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from src import stages
 from src.data.cache import prepare_data
-from src.data.report import log_report_to_tensorboard, summarize_report, waste_figures
+from src.data.report import eval_cost_lines, log_report_to_tensorboard, summarize_report, waste_figures
 from src.model import load_tokenizer, resolve_base
 from tests.conftest import CACHE, TINY, compose_config
 
@@ -89,3 +89,23 @@ def test_report_goes_to_tensorboard(tokenizer, tmp_path):
         assert (histogram.min, histogram.max) == (report[split]["min"], report[split]["max"])
     text = events.Tensors("data/report/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "padding to max_length wastes" in text and "format=messages" in text
+
+
+def test_eval_cost_names_the_cap_when_an_eval_costs_more_than_the_training_between():
+    report = {
+        "max_length": 100,
+        "train": {"examples": 1000, "tokens": 50_000, "packing_waste": 0.2},
+        "eval": {"examples": 2000, "tokens": 100_000},
+    }
+    # packed rows hold 80 tokens; 10 steps × 4 rows × 80 tokens × 3 (forward + backward) = 9,600 < 100,000
+    lines = eval_cost_lines(report, total_steps=100, eval_steps=10, rows_per_step=4, packing=True)
+    assert lines == [
+        "eval: 2000 examples, 100000 tokens, 10 evals per run (every 10 steps of 100)",
+        "  each eval costs more than the 10 training steps between evals (~10.4×); "
+        "set data.max_eval_examples=192 (or fewer evals: eval.steps) to cap it",
+    ]
+    # unpacked rows hold the mean example (50 tokens); eval.steps=0.5 of 100 steps: every 50, 2 evals
+    cheap = {**report, "eval": {"examples": 20, "tokens": 1000}}
+    assert eval_cost_lines(cheap, 100, 0.5, 4, packing=False) == [
+        "eval: 20 examples, 1000 tokens, 2 evals per run (every 50 steps of 100)"
+    ]
