@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from pathlib import Path
 
@@ -96,9 +97,11 @@ def text_and_spans(
 
 def labelled_tokens(tokenizer, text: str, spans: list[tuple[int, int]], encoding) -> dict:
     """input_ids and labels of one text from its encoding (with offsets) and its labelled spans."""
-    cuts = {cut for span in spans for cut in span}
     offsets = encoding["offset_mapping"]
-    if any(start < cut < end for start, end in offsets for cut in cuts):
+    starts = [start for start, _ in offsets]
+    ends = [end for _, end in offsets]
+    ordered = all(a <= b for a, b in zip(starts, starts[1:])) and all(a <= b for a, b in zip(ends, ends[1:]))
+    if _straddles(offsets, starts, ends, spans, ordered):
         pieces = tokenize_at_span_edges(tokenizer, text, spans, encoding["input_ids"])
         if pieces is not None:
             return pieces
@@ -106,10 +109,29 @@ def labelled_tokens(tokenizer, text: str, spans: list[tuple[int, int]], encoding
     # cannot be cut there, it is labelled too, so the answer stays whole (docs/background.md).
     input_ids = list(encoding["input_ids"])
     labels = [IGNORE_INDEX] * len(input_ids)
-    for position, (token_start, token_end) in enumerate(offsets):
-        if any(token_start < end and token_end > start for start, end in spans) and token_end > token_start:
-            labels[position] = input_ids[position]
+    for start, end in spans:
+        # the tokens overlapping [start, end): found by bisection where offsets only grow (byte-level BPE)
+        first, last = (bisect_right(ends, start), bisect_left(starts, end)) if ordered else (0, len(offsets))
+        for position in range(first, last):
+            token_start, token_end = offsets[position]
+            if token_start < end and token_end > start and token_end > token_start:
+                labels[position] = input_ids[position]
     return {"input_ids": input_ids, "labels": labels}
+
+
+def _straddles(
+    offsets, starts: list[int], ends: list[int], spans: list[tuple[int, int]], ordered: bool
+) -> bool:
+    """Whether a token crosses an answer's start or end (so the text must be tokenized in pieces)."""
+    cuts = {cut for span in spans for cut in span}
+    if not ordered:
+        return any(start < cut < end for start, end in offsets for cut in cuts)
+    for cut in cuts:
+        # the tokens starting before the cut are a prefix, and the last of them ends furthest
+        before = bisect_left(starts, cut)
+        if before and ends[before - 1] > cut:
+            return True
+    return False
 
 
 def tokenize_batch(tokenizer, texts: list[str], spans: list[list[tuple[int, int]]]) -> list[dict]:
