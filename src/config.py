@@ -92,6 +92,7 @@ class DataConfig:
     eval_packing: bool = False  # eval unpacked so eval loss compares across trials
     assistant_only_loss: bool = True  # labels only on assistant tokens; false trains on the whole text
     on_bad_example: str = "fail"  # fail (stop at the first bad example, naming it) | skip (drop and count)
+    num_proc: int | None = None  # tokenizer processes; null = the cores available, capped; not in cache key
     task_metric: str = MISSING  # none | exact_match | json_exact_match (scored on generated eval answers)
 
 

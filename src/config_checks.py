@@ -79,6 +79,9 @@ RANGES = {
     "optim.num_train_epochs": positive(" (or set optim.max_steps)"),
     "data.max_length": positive(),
     "data.eval_fraction": Range(0, 1, "()", "{key}={value} must be in (0, 1), or set data.eval_split."),
+    "data.num_proc": Range(
+        1, math.inf, "[]", "{key} must be at least 1, or null for the cores available (got {value})."
+    ),
     "memory.per_device_train_batch_size": positive(),
     "memory.gradient_accumulation_steps": positive(),
     "memory.per_device_eval_batch_size": positive(),
@@ -104,6 +107,7 @@ RANGE_APPLIES: dict[str, Callable[[Any], bool]] = {
     "lora.dropout": lambda cfg: cfg.lora.enabled,
     "optim.num_train_epochs": lambda cfg: cfg.optim.max_steps <= 0,
     "data.eval_fraction": lambda cfg: not (cfg.data.eval_split or cfg.data.eval_path),
+    "data.num_proc": lambda cfg: cfg.data.num_proc is not None,
 }
 
 

@@ -40,7 +40,7 @@ def cpu_has_native_bf16() -> bool:
 def cpu_lm_head() -> Iterator[None]:
     """While active, TRL's fused LM head on CPU scores only the positions that carry a label, with torch's own
     log-softmax (`CpuLogProbs`) instead of TRL's tiled fallback. Exact numbers stay the same
-    (tests/test_packing.py); GPUs keep TRL's Triton kernel untouched.
+    (tests/src/data/test_collator.py); GPUs keep TRL's Triton kernel untouched.
 
     TRL 1.16.0 (`trl.trainer.utils.add_fused_lm_head`):
     - scores only labelled positions on Triton devices and every position elsewhere, to keep tile shapes fixed

@@ -25,7 +25,7 @@ from src.callbacks import (
 from src.compute import Compute
 from src.config import TrainConfig
 from src.data.cache import PreparedData, prepare_data
-from src.data.report import log_report_to_tensorboard, plot_lengths, summarize_report
+from src.data.report import eval_cost_lines, log_report_to_tensorboard, plot_lengths, summarize_report
 from src.errors import TrainingDiverged
 from src.evaluate import log_task_metric, prompt_and_reference, task_metric
 from src.export import merge_adapter, save_adapter
@@ -226,6 +226,10 @@ def build_run(
     )
     total, warmup = planned_steps(trainer)
     for line in summary_lines(cfg, trainer.model, total, warmup, compute):
+        log.info(line)
+    args = trainer.args
+    rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    for line in eval_cost_lines(data.report, total, args.eval_steps, rows_per_step, cfg.data.packing):
         log.info(line)
     sharded_by = distributed.sharded(trainer)
     if sharded_by:

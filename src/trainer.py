@@ -156,7 +156,7 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, compute: Compute | No
         packing=data.packing,
         packing_strategy=data.packing_strategy,  # bfd | bfd_split: examples stay isolated; wrapped is refused
         eval_packing=data.eval_packing,
-        dataset_num_proc=None,
+        dataset_num_proc=data.num_proc,  # TRL's own maps (packing); null: in-process
         # evaluation, early stopping and checkpoints
         eval_strategy="steps",
         eval_steps=eval_steps,

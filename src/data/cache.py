@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,21 +19,49 @@ from src.atomic import atomic_folder
 from src.builtin_data import BUILTIN
 from src.config import DataConfig
 from src.data.loading import load_raw
-from src.data.tokenization import tokenize_split, truncates
+from src.data.tokenization import CONVERSATION, tokenize_split, truncates
 from src.data_files import local_files
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 3  # bump when tokenization logic or the cache layout changes, so old caches are not reused
+CACHE_VERSION = 4  # bump when tokenization logic or the cache layout changes, so old caches are not reused
+
+
+class Conversations(Sequence):
+    """The eval split's conversations (message lists, {"messages", "tools"} dicts, or plain text), read from
+    its memory-mapped `conversation` column and decoded only for the rows read."""
+
+    def __init__(self, split: Dataset):
+        self._column = split.select_columns([CONVERSATION])
+
+    def __len__(self) -> int:
+        return len(self._column)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [json.loads(text) for text in self._column[index][CONVERSATION]]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return json.loads(self._column[index][CONVERSATION])
+
+    def __iter__(self) -> Iterator:
+        for batch in self._column.iter(batch_size=1000):
+            yield from map(json.loads, batch[CONVERSATION])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
 
 
 @dataclass
 class PreparedData:
-    """Tokenized train/eval sets plus the raw eval conversations used for generation and the task metric."""
+    """Tokenized train/eval sets (memory-mapped from the cache) plus the eval conversations used for
+    generation and the task metric."""
 
     train: Dataset
     eval: Dataset
-    eval_conversations: list[list[dict[str, str]] | str]
+    eval_conversations: Conversations
     report: dict[str, Any]
     cache_path: Path
     from_cache: bool
@@ -57,12 +87,14 @@ def _source_fingerprint(cfg: DataConfig) -> Any:
 
 
 def content_digest(path: Path) -> str:
-    """sha256 of a file, or of every file (name and bytes) in a save_to_disk folder."""
+    """sha256 of a file, or of every file (name and bytes) in a save_to_disk folder; files are read in
+    chunks, so hashing a large file holds none of it in memory."""
     digest = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:
         digest.update(str(file.relative_to(path)).encode() if path.is_dir() else b"")
-        digest.update(hashlib.sha256(file.read_bytes()).digest())
+        with file.open("rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
     return digest.hexdigest()
 
 
@@ -104,9 +136,11 @@ def cache_key(cfg: DataConfig, tokenizer) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
-def prepare_data(cfg: DataConfig, tokenizer, cache_dir: str | Path) -> PreparedData:
-    """Data stage: load, normalise, tokenize with masks, truncate; reuse the on-disk cache when it matches."""
-    path = Path(cache_dir) / "data" / f"{cfg.name}-{cache_key(cfg, tokenizer)}"
+def prepare_data(cfg: DataConfig, tokenizer, cache_dir: str | Path, progress: bool = False) -> PreparedData:
+    """Data stage: load, normalise, tokenize with masks, truncate; reuse the on-disk cache when it matches.
+    `progress` shows the tokenization's progress bar (rows/s) even where datasets' bars are turned off."""
+    key = cache_key(cfg, tokenizer)
+    path = Path(cache_dir) / "data" / f"{cfg.name}-{key}"
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(f"{path}.lock")  # one process tokenizes; the others wait, then read its cache
     try:
@@ -115,27 +149,36 @@ def prepare_data(cfg: DataConfig, tokenizer, cache_dir: str | Path) -> PreparedD
         log.info("Tokenized data: another process is preparing %s; waiting for it", path)
         lock.acquire()
     try:
-        return _prepare_locked(cfg, tokenizer, path)
+        from_cache = (path / "report.json").exists()
+        if from_cache:
+            log.info("Tokenized data: reusing cache %s", path)
+        else:
+            _tokenize_into(cfg, tokenizer, path, key, progress)
     finally:
         lock.release()
+    tokenized = load_from_disk(str(path / "dataset"))  # memory-mapped, on a cache miss too
+    return PreparedData(
+        train=tokenized["train"],
+        eval=tokenized["eval"].select_columns(["input_ids", "labels"]),
+        eval_conversations=Conversations(tokenized["eval"]),
+        report=json.loads((path / "report.json").read_text()),
+        cache_path=path,
+        from_cache=from_cache,
+    )
 
 
-def _prepare_locked(cfg: DataConfig, tokenizer, path: Path) -> PreparedData:
-    if (path / "report.json").exists():
-        log.info("Tokenized data: reusing cache %s", path)
-        tokenized = load_from_disk(str(path / "dataset"))
-        report = json.loads((path / "report.json").read_text())
-        eval_conversations = json.loads((path / "eval_conversations.json").read_text())
-        from_cache = True
-    else:
-        raw = load_raw(cfg)
+def _tokenize_into(cfg: DataConfig, tokenizer, path: Path, key: str, progress: bool) -> None:
+    with atomic_folder(path) as tmp:  # a unique temporary folder: concurrent writers leave nothing behind
+        work = tmp / "work"  # raw rows and map outputs, dropped once the splits are saved
+        raw = load_raw(cfg, work)
         log.info("Tokenizing %s (%s format) into %s", cfg.name, raw.format, path)
         skipped = raw.skipped
-        train, _, train_stats = tokenize_split(raw.train, "train", tokenizer, cfg, raw.format, skipped)
-        eval_, eval_conversations, eval_stats = tokenize_split(
-            raw.eval, "eval", tokenizer, cfg, raw.format, skipped
+        train, train_stats = tokenize_split(
+            raw.train, "train", tokenizer, cfg, raw.format, skipped, work, key, progress
         )
-        tokenized = DatasetDict(train=train, eval=eval_)
+        eval_, eval_stats = tokenize_split(
+            raw.eval, "eval", tokenizer, cfg, raw.format, skipped, work, key, progress
+        )
         report = {
             "format": raw.format,
             "max_length": cfg.max_length,
@@ -145,16 +188,7 @@ def _prepare_locked(cfg: DataConfig, tokenizer, path: Path) -> PreparedData:
             "train": train_stats,
             "eval": eval_stats,
         }
-        with atomic_folder(path) as tmp:  # a unique temporary folder: concurrent writers leave nothing behind
-            tokenized.save_to_disk(str(tmp / "dataset"))
-            (tmp / "eval_conversations.json").write_text(json.dumps(eval_conversations))
-            (tmp / "report.json").write_text(json.dumps(report))  # written last: marks a complete cache
-        from_cache = False
-    return PreparedData(
-        train=tokenized["train"],
-        eval=tokenized["eval"],
-        eval_conversations=eval_conversations,
-        report=report,
-        cache_path=path,
-        from_cache=from_cache,
-    )
+        DatasetDict(train=train, eval=eval_).save_to_disk(str(tmp / "dataset"))
+        del raw, train, eval_  # their memory maps of the work files
+        shutil.rmtree(work, ignore_errors=True)
+        (tmp / "report.json").write_text(json.dumps(report))  # written last: marks a complete cache

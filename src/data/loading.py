@@ -7,11 +7,13 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict, Features, Value, load_dataset, load_from_disk
+from datasets.arrow_writer import ArrowWriter
 
 from src.builtin_data import BUILTIN
 from src.config import ConfigError, DataConfig
@@ -42,8 +44,7 @@ def handle_bad_example(on_bad_example: str, where: str, bad: BadExample, skipped
     skipped[bad.reason] += 1
 
 
-def _read_jsonl(path: Path, on_bad_example: str, skipped: Counter) -> list[tuple[str, Any]]:
-    rows = []
+def _read_jsonl(path: Path, on_bad_example: str, skipped: Counter) -> Iterator[tuple[str, Any, str]]:
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -58,29 +59,53 @@ def _read_jsonl(path: Path, on_bad_example: str, skipped: Counter) -> list[tuple
                     skipped,
                 )
                 continue
-            rows.append((f"{path}:{number}", row))
-    return rows
+            yield f"{path}:{number}", row, line.strip()  # the line is the row's JSON already
 
 
-def _read_json(path: Path, on_bad_example: str, skipped: Counter) -> list[tuple[str, Any]]:
+def _read_json(path: Path, on_bad_example: str, skipped: Counter) -> Iterator[tuple[str, Any, str | None]]:
     """One JSON document (an array of rows, or an object holding one list of rows, pretty-printed or not),
-    or JSON Lines saved with a .json name (as `Dataset.to_json` writes them)."""
-    text = path.read_text(encoding="utf-8-sig")
+    or JSON Lines saved with a .json name (as `Dataset.to_json` writes them), streamed line by line."""
+    with path.open(encoding="utf-8-sig") as handle:
+        head = handle.read(1 << 16).lstrip()
+    if not head.startswith("[") and _first_line_parses(head) and _lines_with_text(path) > 1:
+        yield from _read_jsonl(path, on_bad_example, skipped)
+    else:
+        yield from _document_rows(path, path.read_text(encoding="utf-8-sig"), on_bad_example, skipped)
+
+
+def _lines_with_text(path: Path, enough: int = 2) -> int:
+    """How many non-empty lines the file has, counting up to `enough`."""
+    count = 0
+    with path.open(encoding="utf-8-sig") as handle:
+        for line in handle:
+            count += bool(line.strip())
+            if count >= enough:
+                break
+    return count
+
+
+def _document_rows(
+    path: Path, text: str, on_bad_example: str, skipped: Counter
+) -> Iterator[tuple[str, Any, str | None]]:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
         if text.lstrip().startswith("[") or not _first_line_parses(text):
             raise ConfigError(f"{path}: malformed JSON ({error.msg} at line {error.lineno}).") from None
-        return _read_jsonl(path, on_bad_example, skipped)
+        yield from _read_jsonl(path, on_bad_example, skipped)
+        return
     if isinstance(document, dict) and not _looks_like_a_row(document):
         lists = [key for key, value in document.items() if isinstance(value, list)]
         if len(lists) != 1:
             raise ConfigError(
                 f"{path}: a JSON object must hold exactly one list of rows (found lists under {lists or 'no key'})."
             )
-        return [(f"{path} {lists[0]}[{index}]", row) for index, row in enumerate(document[lists[0]])]
+        for index, row in enumerate(document[lists[0]]):
+            yield f"{path} {lists[0]}[{index}]", row, None
+        return
     rows = document if isinstance(document, list) else [document]
-    return [(f"{path} row {index}", row) for index, row in enumerate(rows)]
+    for index, row in enumerate(rows):
+        yield f"{path} row {index}", row, None
 
 
 def _first_line_parses(text: str) -> bool:
@@ -96,25 +121,38 @@ def _looks_like_a_row(document: dict) -> bool:
     return any(columns <= set(document) for columns in FORMAT_COLUMNS.values())
 
 
-def _read_csv(path: Path) -> list[tuple[str, Any]]:
+def _read_csv(path: Path) -> Iterator[tuple[str, Any, None]]:
     """Every cell as text (no type guessing turns an answer "4" into a number); empty cells are missing."""
-    rows = []
     with path.open(encoding="utf-8-sig", newline="") as handle:  # -sig: Excel's UTF-8 starts with a BOM
         reader = csv.DictReader(handle)
         start = reader.line_num + 1
         for row in reader:
             row.pop(None, None)  # cells beyond the header's columns
-            rows.append((f"{path}:{start}", {key: value or None for key, value in row.items()}))
+            yield f"{path}:{start}", {key: value or None for key, value in row.items()}, None
             start = reader.line_num + 1
-    return rows
 
 
-def _read_parquet(path: Path) -> list[tuple[str, Any]]:
-    table = load_dataset("parquet", data_files=str(path), split="train")
-    return [(f"{path} row {index}", row) for index, row in enumerate(table.to_list())]
+def _rows_of(table: Dataset, label: str) -> Iterator[tuple[str, Any, None]]:
+    """A table's rows in batches of 1,000, so only one batch is ever held as Python objects."""
+    index = 0
+    for batch in table.iter(batch_size=1000):
+        columns = list(batch)
+        for values in zip(*(batch[column] for column in columns)):
+            yield f"{label} row {index}", dict(zip(columns, values)), None
+            index += 1
 
 
-def _read_saved(path: Path, split: str) -> list[tuple[str, Any]]:
+def _read_parquet(path: Path) -> Iterator[tuple[str, Any, None]]:
+    import pyarrow.parquet as pq
+
+    index = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=1000):
+        for row in batch.to_pylist():
+            yield f"{path} row {index}", row, None
+            index += 1
+
+
+def _read_saved(path: Path, split: str) -> Iterator[tuple[str, Any, None]]:
     """Rows of a save_to_disk folder: a Dataset, or one split of a DatasetDict."""
     saved = load_from_disk(str(path))
     label = str(path)
@@ -125,7 +163,7 @@ def _read_saved(path: Path, split: str) -> list[tuple[str, Any]]:
                 "(or data.eval_split) to one of them."
             )
         saved, label = saved[split], f"{path}[{split}]"
-    return [(f"{label} row {index}", row) for index, row in enumerate(saved.to_list())]
+    yield from _rows_of(saved, label)
 
 
 def saved_eval_split(cfg: DataConfig) -> str | None:
@@ -140,20 +178,27 @@ def saved_eval_split(cfg: DataConfig) -> str | None:
     return next((name for name in ("test", "validation") if name in splits), None)
 
 
-def _read_file(path: Path, on_bad_example: str, skipped: Counter, split: str) -> list[tuple[str, Any]]:
-    """Rows of one local file (or save_to_disk folder); an undecodable file is refused in one sentence."""
+def _read_file(
+    path: Path, on_bad_example: str, skipped: Counter, split: str
+) -> Iterator[tuple[str, Any, str | None]]:
+    """(origin, row, its JSON text if the file holds it already) for each row of one local file (or
+    save_to_disk folder), read as it is consumed; an undecodable file is refused in one sentence."""
     suffix = path.suffix.lower()
     try:
         if path.is_dir():
-            return _read_saved(path, split)
-        if suffix == ".jsonl":
-            return _read_jsonl(path, on_bad_example, skipped)
-        if suffix == ".json":
-            return _read_json(path, on_bad_example, skipped)
-        if suffix == ".csv":
-            return _read_csv(path)
-        if suffix == ".parquet":
-            return _read_parquet(path)
+            yield from _read_saved(path, split)
+        elif suffix == ".jsonl":
+            yield from _read_jsonl(path, on_bad_example, skipped)
+        elif suffix == ".json":
+            yield from _read_json(path, on_bad_example, skipped)
+        elif suffix == ".csv":
+            yield from _read_csv(path)
+        elif suffix == ".parquet":
+            yield from _read_parquet(path)
+        else:
+            raise ConfigError(
+                f"data.path: {path} has an unsupported extension; use .jsonl, .json, .parquet or .csv."
+            )
     except ConfigError:  # already one clear sentence (and a ValueError, like the errors below)
         raise
     except UnicodeDecodeError as error:
@@ -164,35 +209,45 @@ def _read_file(path: Path, on_bad_example: str, skipped: Counter, split: str) ->
         raise ConfigError(f"{path}: malformed CSV ({error}).") from None
     except (OSError, ValueError) as error:  # pyarrow's errors for a damaged parquet file derive from these
         raise ConfigError(f"{path}: cannot be read as {suffix[1:]} ({type(error).__name__}).") from None
-    raise ConfigError(f"data.path: {path} has an unsupported extension; use .jsonl, .json, .parquet or .csv.")
 
 
-def _load_local(spec: str, on_bad_example: str, skipped: Counter, split: str) -> tuple[Dataset, list[str]]:
-    """All files of a comma list/glob as one split, plus the union of their columns."""
-    rows: list[tuple[str, Any]] = []
-    for path in local_files(spec):
-        rows.extend(_read_file(path, on_bad_example, skipped, split))
-    records, columns = [], {}
-    for where, row in rows:
-        if not isinstance(row, dict):
-            bad = BadExample(
-                "malformed_json", f"each example must be a JSON object, got {type(row).__name__}"
-            )
-            handle_bad_example(on_bad_example, where, bad, skipped)
-            continue
-        columns.update(dict.fromkeys(row))
-        records.append({ORIGIN: where, ROW_JSON: json.dumps(row, default=str)})
-    if not records:
+RAW_FEATURES = Features({ORIGIN: Value("string"), ROW_JSON: Value("string")})
+
+
+def _load_local(
+    spec: str, on_bad_example: str, skipped: Counter, split: str, arrow_file: Path
+) -> tuple[Dataset, list[str]]:
+    """All files of a comma list/glob as one split, written row by row to `arrow_file` (each row once, as
+    its JSON text, with its origin) and memory-mapped from there, plus the union of their columns."""
+    columns: dict[str, None] = {}
+    arrow_file.parent.mkdir(parents=True, exist_ok=True)
+    writer = ArrowWriter(features=RAW_FEATURES, path=str(arrow_file), writer_batch_size=1000)
+    try:
+        for path in local_files(spec):
+            for where, row, text in _read_file(path, on_bad_example, skipped, split):
+                if not isinstance(row, dict):
+                    bad = BadExample(
+                        "malformed_json", f"each example must be a JSON object, got {type(row).__name__}"
+                    )
+                    handle_bad_example(on_bad_example, where, bad, skipped)
+                    continue
+                columns.update(dict.fromkeys(row))
+                writer.write({ORIGIN: where, ROW_JSON: text or json.dumps(row, default=str)})
+        rows, _ = writer.finalize()
+    finally:
+        writer.close()
+    if not rows:
         raise ConfigError(f"data.path: {spec} holds no examples.")
-    return Dataset.from_list(records), list(columns)
+    return Dataset.from_file(str(arrow_file)), list(columns)
 
 
 def _with_origin(split: Dataset, label: str) -> Dataset:
     return split.add_column(ORIGIN, [f"{label} row {index}" for index in range(len(split))])
 
 
-def load_raw(cfg: DataConfig) -> RawData:
-    """Load the train and eval splits as raw rows (no tokenization yet) and detect their format."""
+def load_raw(cfg: DataConfig, work_dir: Path) -> RawData:
+    """Load the train and eval splits as raw rows (no tokenization yet) and detect their format; local
+    files become Arrow files in `work_dir`, read from disk."""
     skipped: Counter = Counter()
     if cfg.source == "builtin":
         if cfg.name not in BUILTIN:
@@ -212,14 +267,18 @@ def load_raw(cfg: DataConfig) -> RawData:
             eval_columns = list(eval_.column_names)
             eval_ = _with_origin(eval_, f"{cfg.path} {cfg.eval_split}")
     else:
-        train, train_columns = _load_local(cfg.path, cfg.on_bad_example, skipped, cfg.train_split)
+        train, train_columns = _load_local(
+            cfg.path, cfg.on_bad_example, skipped, cfg.train_split, work_dir / "raw-train.arrow"
+        )
         eval_, eval_columns = None, train_columns
         held_out = saved_eval_split(cfg)
         if cfg.eval_path or held_out:
             eval_spec, eval_split = (
                 (cfg.eval_path, cfg.eval_split or "test") if cfg.eval_path else (cfg.path, held_out)
             )
-            eval_, eval_columns = _load_local(eval_spec, cfg.on_bad_example, skipped, eval_split)
+            eval_, eval_columns = _load_local(
+                eval_spec, cfg.on_bad_example, skipped, eval_split, work_dir / "raw-eval.arrow"
+            )
     fmt = detect_format(train_columns, cfg.format)
     detect_format(eval_columns, fmt)
     if eval_ is None:
@@ -227,7 +286,13 @@ def load_raw(cfg: DataConfig) -> RawData:
             raise ConfigError(
                 f"data: only {len(train)} example(s); need at least 2 to hold some out for eval."
             )
-        split = train.train_test_split(test_size=cfg.eval_fraction, seed=cfg.split_seed, shuffle=True)
+        split = train.train_test_split(
+            test_size=cfg.eval_fraction,
+            seed=cfg.split_seed,
+            shuffle=True,
+            train_indices_cache_file_name=str(work_dir / "split-train.indices"),
+            test_indices_cache_file_name=str(work_dir / "split-eval.indices"),
+        )
         train, eval_ = split["train"], split["test"]
     if cfg.max_train_examples:
         train = train.select(range(min(cfg.max_train_examples, len(train))))

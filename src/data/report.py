@@ -3,18 +3,19 @@ waste, and the three views of it: printed lines, a length histogram PNG and Tens
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 from datasets import Dataset
-from trl import pack_dataset
 
 
-def length_stats(lengths: list[int]) -> dict[str, Any]:
+def length_stats(lengths: list[int] | np.ndarray) -> dict[str, Any]:
     """Count, total and min/median/p95/max of per-example token lengths, plus the sorted lengths."""
-    ordered = sorted(lengths)
+    ordered = np.sort(np.asarray(lengths, dtype=np.int64)).tolist()
     return {
         "examples": len(ordered),
         "tokens": sum(ordered),
@@ -29,22 +30,32 @@ def length_stats(lengths: list[int]) -> dict[str, Any]:
 def waste_figures(tokenized: Dataset, max_length: int, packing_strategy: str = "bfd") -> dict[str, Any]:
     """Share of row positions holding no real token, as in the usual padding-vs-packing comparison:
     every example padded to max_length, versus packed into max_length rows by TRL's own `pack_dataset`
-    (the rows SFTTrainer builds with this packing strategy)."""
-    lengths = [len(ids) for ids in tokenized["input_ids"]]
-    padded_tokens = sum(min(length, max_length) for length in lengths)
+    (the rows SFTTrainer builds with this packing strategy). Read in Arrow batches: no Python list of every
+    row's tokens is built."""
+    from trl import pack_dataset  # imported here: `python -m src.prepare` on a cache hit never needs TRL
+
+    lengths = _list_lengths(tokenized, "input_ids")
+    padded_tokens = int(np.minimum(lengths, max_length).sum())
     packed = pack_dataset(
         tokenized.select_columns(["input_ids"]),
         max_length,
         packing_strategy,
         map_kwargs={"desc": "Counting packed rows for the data report"},
     )
-    packed_tokens = sum(sum(row) for row in packed["seq_lengths"])
+    packed_tokens = int(_list_lengths(packed, "input_ids").sum())
     return {
         "padded_rows": len(lengths),
         "padding_waste": 1 - padded_tokens / (len(lengths) * max_length),
         "packed_rows": len(packed),
         "packing_waste": 1 - packed_tokens / (len(packed) * max_length),
     }
+
+
+def _list_lengths(dataset: Dataset, column: str) -> np.ndarray:
+    """The length of each row's list in `column`, read 10,000 rows at a time from Arrow."""
+    batches = dataset.select_columns([column]).with_format("arrow").iter(batch_size=10_000)
+    parts = [pc.list_value_length(batch[column]).to_numpy(zero_copy_only=False) for batch in batches]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def summarize_report(report: dict[str, Any], max_length: int) -> list[str]:
@@ -70,6 +81,35 @@ def summarize_report(report: dict[str, Any], max_length: int) -> list[str]:
         counts = ", ".join(f"{reason} {count}" for reason, count in report["skipped"].items())
         lines.append(
             f"  skipped {sum(report['skipped'].values())} bad examples (data.on_bad_example=skip): {counts}"
+        )
+    return lines
+
+
+def eval_cost_lines(
+    report: dict[str, Any], total_steps: int, eval_steps: float, rows_per_step: int, packing: bool
+) -> list[str]:
+    """The eval set's size and how often it runs, plus one hint naming data.max_eval_examples when one eval
+    costs more than the training between two evals. Costs in forward-token equivalents: a training token
+    costs about 3 (forward and backward), an eval token 1; a training row holds max_length tokens minus the
+    packing waste when packed, else the mean example."""
+    every = max(math.ceil(eval_steps * total_steps), 1) if eval_steps < 1 else int(eval_steps)
+    evals = total_steps // every
+    train, eval_ = report["train"], report["eval"]
+    per_row = (
+        report["max_length"] * (1 - train["packing_waste"])
+        if packing
+        else train["tokens"] / train["examples"]
+    )
+    between = 3 * every * rows_per_step * per_row
+    lines = [
+        f"eval: {eval_['examples']} examples, {eval_['tokens']} tokens, {evals} evals per run "
+        f"(every {every} steps of {total_steps})"
+    ]
+    if evals and eval_["tokens"] > between:
+        cap = max(int(eval_["examples"] * between / eval_["tokens"]), 1)
+        lines.append(
+            f"  each eval costs more than the {every} training steps between evals (~{eval_['tokens'] / between:.1f}×); "
+            f"set data.max_eval_examples={cap} (or fewer evals: eval.steps) to cap it"
         )
     return lines
 
