@@ -48,6 +48,27 @@ def waste_figures(tokenized: Dataset, max_length: int, packing_strategy: str = "
         "padding_waste": 1 - padded_tokens / (len(lengths) * max_length),
         "packed_rows": len(packed),
         "packing_waste": 1 - packed_tokens / (len(packed) * max_length),
+        **(split_figures(tokenized, lengths, max_length) if packing_strategy == "bfd_split" else {}),
+    }
+
+
+def split_figures(tokenized: Dataset, lengths: np.ndarray, max_length: int) -> dict[str, int]:
+    """What bfd_split does to examples longer than max_length: TRL 1.16 cuts them into max_length pieces
+    (`_pack_bfd`, on_seq_length_overflow="split"), and the first token of each continuation piece is
+    predicted from nothing, so its label is not trained. Returns the split examples, their continuation
+    pieces and the labelled tokens that lose their training that way. Reads the long rows' labels only."""
+    from src.data.tokenization import IGNORE_INDEX  # here: that module imports this one
+
+    long_rows = np.flatnonzero(lengths > max_length)
+    pieces = int((np.ceil(lengths[long_rows] / max_length) - 1).sum())
+    untrained = 0 if "labels" in tokenized.column_names else pieces  # no labels: every token is trained
+    for start in range(0, len(long_rows) if "labels" in tokenized.column_names else 0, 1_000):
+        for labels in tokenized.select(long_rows[start : start + 1_000])["labels"]:
+            untrained += sum(label != IGNORE_INDEX for label in labels[max_length::max_length])
+    return {
+        "split_examples": len(long_rows),
+        "split_pieces": pieces,
+        "untrained_split_tokens": untrained,
     }
 
 
@@ -72,6 +93,12 @@ def summarize_report(report: dict[str, Any], max_length: int) -> list[str]:
             f"{max_length} positions; {report['packing_strategy']} packing wastes {s['packing_waste']:.1%} "
             f"of {s['packed_rows']}×{max_length}"
         )
+        if s.get("split_examples"):
+            lines.append(
+                f"  {split}: bfd_split cuts {s['split_examples']} examples longer than max_length into "
+                f"{s['split_pieces']} more pieces; the first token of each is not trained "
+                f"({s['untrained_split_tokens']} labelled tokens)"
+            )
         if s["truncated_targets"]:
             lines.append(
                 f"  WARNING: {s['truncated_targets']} {split} examples lose answer tokens to truncation at "

@@ -109,3 +109,32 @@ def test_eval_cost_names_the_cap_when_an_eval_costs_more_than_the_training_betwe
     assert eval_cost_lines(cheap, 100, 0.5, 4, packing=False) == [
         "eval: 20 examples, 1000 tokens, 2 evals per run (every 50 steps of 100)"
     ]
+
+
+def test_bfd_split_reports_its_split_examples_and_the_continuation_tokens_it_cannot_train():
+    from trl import pack_dataset
+
+    ignored = -100
+    rows = Dataset.from_dict(
+        {
+            "input_ids": [list(range(10)), list(range(3)), list(range(9))],
+            # row 0: pieces start at 4 (labelled) and 8 (not); row 2: at 4 and 8, both labelled
+            "labels": [[ignored] * 4 + [1] * 4 + [ignored, 1], [ignored, 1, 1], [ignored] * 2 + [1] * 7],
+        }
+    )
+    figures = waste_figures(rows, max_length=4, packing_strategy="bfd_split")
+    assert (figures["split_examples"], figures["split_pieces"], figures["untrained_split_tokens"]) == (
+        2,
+        4,
+        3,
+    )
+    pieces = pack_dataset(rows.select_columns(["input_ids"]), 4, "bfd_split")
+    assert sum(len(r) for r in pieces["input_ids"]) == 22  # TRL keeps every token, cut at multiples of 4
+    assert "split_examples" not in waste_figures(rows, max_length=4, packing_strategy="bfd")
+    report = {"format": "messages", "packing_strategy": "bfd_split", "skipped": {}}
+    stats = {"examples": 3, "tokens": 22, "min": 3, "median": 9, "p95": 10, "max": 10, "truncated_targets": 0}
+    report["train"] = report["eval"] = {**stats, **figures}
+    assert (
+        "  train: bfd_split cuts 2 examples longer than max_length into 4 more pieces; the first token of each "
+        "is not trained (3 labelled tokens)" in summarize_report(report, 4)
+    )
