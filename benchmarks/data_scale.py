@@ -143,6 +143,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/sft-data-scale"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "data_scale.csv")
     parser.add_argument(
+        "--processes",
+        type=lambda text: [int(n) for n in text.split(",")],
+        help="e.g. 1,2 (default: 1 and all cores)",
+    )
+    parser.add_argument(
         "--library-run", nargs=3, metavar=("DATA", "TOKENIZER", "NUM_PROC"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
@@ -172,56 +177,41 @@ def main() -> None:
     base = resolve_base(cfg.model, cfg.paths.cache_dir)
     tokenizer = load_tokenizer(cfg.model, base)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
-    results = []
-    for processes in (1, cores):
-        cache = args.work / f"cache-{processes}"
-        (cache / "models").parent.mkdir(parents=True, exist_ok=True)
-        (cache / "models").symlink_to(Path(cfg.paths.cache_dir) / "models")  # the converted base, not rebuilt
-        ours = [sys.executable, "-m", "src.prepare", *overrides, f"data.num_proc={processes}"]
-        run_env = {**env, "SFT_CACHE_DIR": str(cache)}
-        run = measured(ours, run_env)
-        report = json.loads(next((cache / "data").glob("*/report.json")).read_text())
-        tokens = report["train"]["tokens"] + report["eval"]["tokens"]
-        rows = report["train"]["examples"] + report["eval"]["examples"]
-        results.append({"path": "ours", "processes": processes, "rows": rows, "tokens": tokens, **run})
-        again = measured(ours, run_env)
-        results.append(
-            {"path": "ours, cache hit", "processes": processes, "rows": rows, "tokens": tokens, **again}
-        )
-        shutil.rmtree(cache)
-        library_cache = args.work / f"hf-{processes}"
-        library = [sys.executable, __file__, "--library-run", str(data), base, str(processes)]
-        run = measured(library, {**env, "HF_DATASETS_CACHE": str(library_cache)})
-        made = json.loads(run["output"].strip().splitlines()[-1])
-        results.append({"path": "library", "processes": processes, **made, **run})
-        shutil.rmtree(library_cache, ignore_errors=True)
     with args.out.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(
-            [
-                "path",
-                "processes",
-                "rows",
-                "tokens",
-                "wall_s",
-                "rows_per_s",
-                "tokens_per_s",
-                "peak_pss_anon_gb",
-            ]
-        )
-        for r in results:
+        header = ["path", "processes", "rows", "tokens", "wall_s", "rows_per_s", "tokens_per_s"]
+        writer.writerow([*header, "peak_pss_anon_gb"])
+
+        def write(r: dict) -> None:  # each row as soon as it is measured: a long run keeps what it finished
+            speed = [f"{r['rows'] / r['wall_s']:.0f}", f"{r['tokens'] / r['wall_s']:.0f}"]
             writer.writerow(
-                [
-                    r["path"],
-                    r["processes"],
-                    r["rows"],
-                    r["tokens"],
-                    f"{r['wall_s']:.1f}",
-                    f"{r['rows'] / r['wall_s']:.0f}",
-                    f"{r['tokens'] / r['wall_s']:.0f}",
-                    f"{r['peak_pss_anon_gb']:.2f}",
-                ]
+                [r["path"], r["processes"], r["rows"], r["tokens"], f"{r['wall_s']:.1f}", *speed]
+                + [f"{r['peak_pss_anon_gb']:.2f}"]
             )
+            handle.flush()
+
+        for processes in args.processes or (1, cores):
+            cache = args.work / f"cache-{processes}"
+            cache.mkdir(parents=True, exist_ok=True)
+            (cache / "models").symlink_to(Path(cfg.paths.cache_dir) / "models")  # the converted base as is
+            ours = [sys.executable, "-m", "src.prepare", *overrides, f"data.num_proc={processes}"]
+            run_env = {**env, "SFT_CACHE_DIR": str(cache)}
+            run = measured(ours, run_env)
+            report = json.loads(next((cache / "data").glob("*/report.json")).read_text())
+            tokens = report["train"]["tokens"] + report["eval"]["tokens"]
+            rows = report["train"]["examples"] + report["eval"]["examples"]
+            write({"path": "ours", "processes": processes, "rows": rows, "tokens": tokens, **run})
+            again = measured(ours, run_env)
+            write(
+                {"path": "ours, cache hit", "processes": processes, "rows": rows, "tokens": tokens, **again}
+            )
+            shutil.rmtree(cache)
+            library_cache = args.work / f"hf-{processes}"
+            library = [sys.executable, __file__, "--library-run", str(data), base, str(processes)]
+            run = measured(library, {**env, "HF_DATASETS_CACHE": str(library_cache)})
+            made = json.loads(run["output"].strip().splitlines()[-1])
+            write({"path": "library", "processes": processes, **made, **run})
+            shutil.rmtree(library_cache, ignore_errors=True)
         for part, seconds in parts(data, tokenizer).items():
             writer.writerow(
                 [f"ours part: {part} (s per 1000 rows)", 1, 2000, "", f"{seconds:.3f}", "", "", ""]

@@ -2,6 +2,7 @@
 reused after, one process tokenizing while the others wait."""
 
 import json
+from pathlib import Path
 
 import pytest
 from datasets import Dataset
@@ -133,3 +134,34 @@ def test_concurrent_preparers_tokenize_once_and_leave_no_temporary_folder(tokeni
     assert len({r.cache_path for r in results}) == 1
     leftovers = [p.name for p in (tmp_path / "cache" / "data").iterdir() if p.name.startswith(".")]
     assert leftovers == [] and tokenization.tokenize_split is original
+
+
+def test_a_cache_miss_returns_the_memory_mapped_splits_as_int32(tokenizer, tmp_path):
+    path = write_jsonl(
+        tmp_path / "t.jsonl", [{"prompt": f"Say {i}", "completion": str(i)} for i in range(10)]
+    )
+    data = prepare_data(data_config(path), tokenizer, tmp_path / "cache")
+    assert not data.from_cache
+    for split in (data.train, data.eval):
+        assert split.cache_files and all(
+            Path(f["filename"]).is_relative_to(data.cache_path) for f in split.cache_files
+        )
+        assert split.features["input_ids"].feature.dtype == split.features["labels"].feature.dtype == "int32"
+        assert split.column_names == ["input_ids", "labels"]
+    # the eval conversations are a column of the eval split, decoded row by row
+    assert len(data.eval_conversations) == len(data.eval) == 2  # eval_fraction=0.2 of 10
+    assert [data.eval_conversations[0], data.eval_conversations[-1]] == list(data.eval_conversations)
+    assert data.eval_conversations[:] == list(data.eval_conversations)
+    assert data.eval_conversations[0][1]["role"] == "assistant"
+    # the work files (raw rows, map outputs) are gone; the cache holds the dataset and its report
+    assert sorted(p.name for p in data.cache_path.iterdir()) == ["dataset", "report.json"]
+
+
+def test_content_digest_is_the_sha256_of_the_bytes_read_in_chunks(tmp_path):
+    import hashlib
+
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(b"x" * (3 << 20) + b"end")
+    assert (
+        cache.content_digest(path) == hashlib.sha256(hashlib.sha256(path.read_bytes()).digest()).hexdigest()
+    )
