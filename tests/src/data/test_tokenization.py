@@ -19,6 +19,7 @@ from src.data.report import summarize_report
 from src.data.tokenization import IGNORE_INDEX, render, tokenize_example
 from src.model import load_tokenizer, resolve_base
 from tests.conftest import CACHE, TINY, compose_config
+from tests.src.data.test_formats import TOOL_TEMPLATE, openai_tool_row, sharegpt_row, sharegpt_tool_row
 from tests.src.data.test_loading import ROWS, data_config, labelled_runs, write_jsonl
 
 
@@ -32,21 +33,6 @@ def tokenizer():
 
 GOLDEN = Path(__file__).parent / "golden" / "labels.json"
 
-# A ChatML template that renders tools (Hermes / Qwen 2.5 style), as tests/src/data/test_formats.py uses
-TOOL_TEMPLATE = (
-    "{% if tools %}<|im_start|>system\nTools: {{ tools | tojson }}<|im_end|>\n{% endif %}"
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
-    "{% for c in m.get('tool_calls', []) %}<tool_call>{{ c['function'] | tojson }}</tool_call>{% endfor %}"
-    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-    },
-}
 SYSTEM = {"role": "system", "content": "Be brief."}
 # SmolLM2's prompt ends with "\n": answers starting with whitespace are where tokens straddle the answer's edge
 ANSWERS = ["\n\nSure.", "  Sure.", "\n Sure.", "\t\tSure.", "\nSure.", " Sure.", "Sure.", "Sure.\n\n"]
@@ -55,23 +41,6 @@ ANSWERS = ["\n\nSure.", "  Sure.", "\n Sure.", "\t\tSure.", "\nSure.", " Sure.",
 def chat(*turns: str) -> dict:
     roles = ["user", "assistant"] * len(turns)
     return {"messages": [{"role": role, "content": text} for role, text in zip(roles, turns)]}
-
-
-def openai_tool_row(i: int) -> dict:
-    call = {
-        "id": "call_1",
-        "type": "function",
-        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
-    }
-    return {
-        "messages": [
-            {"role": "user", "content": f"Weather in Oslo? ({i})"},
-            {"role": "assistant", "content": None, "tool_calls": [call]},
-            {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 3}'},
-            {"role": "assistant", "content": f"It is 3 degrees. ({i})"},
-        ],
-        "tools": [WEATHER],
-    }
 
 
 # case -> (rows of one JSONL file, the chat template (None: the model's own), extra overrides)
@@ -103,38 +72,12 @@ CASES = {
         ["data.max_length=256"],  # the tool schema alone is ~100 tokens
     ),
     "sharegpt": (
-        [
-            {
-                "conversations": [
-                    {"from": "system", "value": "Be brief."},
-                    {"from": "human", "value": f"Say {i}"},
-                    {"from": "gpt", "value": str(i)},
-                    {"from": "user", "value": "Again?"},
-                    {"from": "assistant", "value": f"{i} again"},
-                ]
-            }
-            for i in range(3)
-        ],
+        [sharegpt_row(i) for i in range(3)],
         None,
         [],
     ),
     "sharegpt_tool_calls": (
-        [
-            {
-                "conversations": [
-                    {"from": "human", "value": f"Weather in Oslo? ({i})"},
-                    {
-                        "from": "function_call",
-                        "value": '{"name": "get_weather", "arguments": {"city": "Oslo"}}',
-                    },
-                    {"from": "observation", "value": '{"temp": 3}'},
-                    {"from": "gpt", "value": f"It is 3 degrees. ({i})"},
-                ],
-                "system": "Be brief.",
-                "tools": json.dumps([WEATHER]),
-            }
-            for i in range(3)
-        ],
+        [sharegpt_tool_row(i) for i in range(3)],
         TOOL_TEMPLATE,
         ["data.max_length=256"],  # the tool schema alone is ~100 tokens
     ),
