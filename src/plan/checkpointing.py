@@ -21,12 +21,13 @@ def resolve_checkpointing(
         return bool(cfg.memory.gradient_checkpointing), "as configured"
     if not cfg.model.architecture:
         return True, f"auto: on, since model {cfg.model.name} has no architecture in conf/model to plan from"
+    on_cpu = False  # a given budget is a GPU's
     if budget is None:
         from src.compute import Compute
 
-        compute = compute or Compute.of(cfg)
-    limit, where = budget or memory_budget(compute.on_cpu)
-    p = plan(cfg, on_cpu=budget is None and compute.on_cpu)
+        on_cpu = (compute or Compute.of(cfg)).on_cpu
+    limit, where = budget or memory_budget(on_cpu)
+    p = plan(cfg, on_cpu=on_cpu)
     need = p["peak_without_checkpointing"]
     if need <= limit:
         return False, f"auto: off, the planned peak without it ({need / GIB:.2f} GiB) fits {where}"
