@@ -218,8 +218,23 @@ BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
 BNB_KERNELS_WARNING = "Failed to load CPU gemm_4bit_forward from kernels-community"
 
 
-def _not_the_kernels_warning(record) -> bool:
-    return BNB_KERNELS_WARNING not in record.getMessage()
+TRANSFORMERS_CHECKPOINTS_LOGGER = "transformers.trainer_utils"
+TRANSFORMERS_MTIME_WARNING = "mtime may not be reliable on this filesystem"
+# logger → the line dropped from it (each explained in silence_library_warnings)
+DROPPED_LOG_LINES = {
+    BNB_CPU_LOGGER: BNB_KERNELS_WARNING,
+    TRANSFORMERS_CHECKPOINTS_LOGGER: TRANSFORMERS_MTIME_WARNING,
+}
+
+
+class _DropLine:
+    """A logging filter dropping the records that contain one message."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+    def filter(self, record) -> bool:
+        return self.message not in record.getMessage()
 
 
 PEFT_DEPRECATED_READ = "`is_gradient_checkpointing` is deprecated"
@@ -240,17 +255,22 @@ def optuna_metric_names_quietly() -> Iterator[None]:
 
 
 def silence_library_warnings() -> None:
-    """bitsandbytes 0.50.2 warns, when imported on a CPU with AVX512-BF16, that it could not fetch an optional
-    kernel from the Hugging Face Hub (`pip install kernels`). The fallback it then uses is the one our
-    measurements were made with, and installing `kernels` would still need the Hub: the user can do nothing
-    about the warning, so it is dropped. A logging filter, installed before bitsandbytes is imported; process
-    wide (bitsandbytes logs it once, at import)."""
+    """Log lines the user can do nothing about, dropped by logging filters installed before the libraries
+    are imported (process wide):
+
+    - bitsandbytes 0.50.2 warns, when imported on a CPU with AVX512-BF16, that it could not fetch an optional
+      kernel from the Hugging Face Hub (`pip install kernels`). The fallback it then uses is the one our
+      measurements were made with, and installing `kernels` would still need the Hub.
+    - transformers 5.23 orders checkpoints by mtime when it rotates them (save_total_limit) and, when they
+      were written less than a second apart (short runs, sweeps of a tiny model), says mtime "may not be
+      reliable" and orders them by step number, which is right for our `checkpoint-<step>` folders."""
     import logging
     import warnings
 
-    logger = logging.getLogger(BNB_CPU_LOGGER)
-    if _not_the_kernels_warning not in logger.filters:
-        logger.addFilter(_not_the_kernels_warning)
+    for name, message in DROPPED_LOG_LINES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLine) and f.message == message for f in logger.filters):
+            logger.addFilter(_DropLine(message))
     # peft 0.21.2 (PeftModel.__init__) reads transformers 5.23's deprecated `is_gradient_checkpointing`, which
     # warns once per process: the user's code does not read it, so the warning only adds noise
     warnings.filterwarnings("ignore", message=PEFT_DEPRECATED_READ, category=FutureWarning)

@@ -121,6 +121,30 @@ def test_the_kernels_warning_is_dropped_and_other_warnings_kept(caplog):
     assert [r.getMessage() for r in caplog.records] == ["something else"]
 
 
+def test_transformers_still_warns_about_mtime_when_rotating_checkpoints_and_we_drop_only_that():
+    """transformers 5.23's sort_checkpoints logs it from its module logger; checkpoints a second apart
+    are still ordered by step, which is what the line announces."""
+    import inspect
+    import logging
+
+    from transformers import trainer_utils
+
+    from src.patches import (
+        TRANSFORMERS_CHECKPOINTS_LOGGER,
+        TRANSFORMERS_MTIME_WARNING,
+        silence_library_warnings,
+    )
+
+    assert trainer_utils.logger.name == TRANSFORMERS_CHECKPOINTS_LOGGER
+    assert TRANSFORMERS_MTIME_WARNING in inspect.getsource(trainer_utils.sort_checkpoints)
+    silence_library_warnings()
+    logger = logging.getLogger(TRANSFORMERS_CHECKPOINTS_LOGGER)
+    messages = [f"{TRANSFORMERS_MTIME_WARNING}, falling back to numerical ordering", "something else"]
+    records = [logger.makeRecord(logger.name, logging.WARNING, __file__, 0, m, (), None) for m in messages]
+    # the logger's own filters decide (transformers configures its loggers' handlers and propagation itself)
+    assert [r.getMessage() for r in records if logger.filter(r)] == ["something else"]
+
+
 def test_peft_still_reads_the_deprecated_property_whose_warning_we_drop():
     import inspect
 
