@@ -71,7 +71,8 @@ def test_the_end_of_turn_token_is_read_from_the_template(family):
 
 
 def trained_to_answer(tokenizer, answer: str) -> torch.nn.Module:
-    """A tiny Llama that learned to answer `answer` and end its turn (full weights, 300 Adam steps)."""
+    """A tiny Llama that learned to answer `answer` and end its turn (full weights, 120 Adam steps: train loss
+    about 0.01, where 100 steps already answer every family exactly)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -90,7 +91,7 @@ def trained_to_answer(tokenizer, answer: str) -> torch.nn.Module:
         ]
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(300):
+    for _ in range(120):
         optimizer.zero_grad()
         model(input_ids=ids, labels=ids).loss.backward()
         optimizer.step()
