@@ -55,3 +55,19 @@ def first_trial_epochs(train_examples: int) -> FirstTrialLength:
 def with_data_length(first: dict, length: FirstTrialLength) -> dict:
     """The enqueued first trial's parameters with its epochs from the rule (a copy; other keys unchanged)."""
     return {**first, EPOCHS: length.epochs}
+
+
+def training_examples(config) -> int:
+    """How many examples the sweep's trials train on: the composed run config's data, tokenized and cached
+    once here as `python -m src.prepare` does (so the first trial finds the cache), counted after the eval
+    split and `data.max_train_examples`. Loads the tokenizer only, no model weights."""
+    from omegaconf import OmegaConf
+
+    from src.config import DataConfig, ModelConfig
+    from src.data.cache import prepare_data
+    from src.model import load_tokenizer, resolve_base
+
+    model = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), config.model))
+    data = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), config.data))
+    tokenizer = load_tokenizer(model, resolve_base(model, config.paths.cache_dir))
+    return len(prepare_data(data, tokenizer, config.paths.cache_dir).train)

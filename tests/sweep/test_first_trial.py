@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sweep.first_trial import EPOCHS, first_trial_epochs, with_data_length
+from tests.conftest import CACHE, TINY
 
 
 @pytest.mark.parametrize(
@@ -31,3 +32,13 @@ def test_a_48_example_set_and_a_200k_set_get_different_first_trials():
 def test_a_negative_size_is_refused():
     with pytest.raises(ValueError, match="train_examples=-1 must be ≥ 0"):
         first_trial_epochs(-1)
+
+
+def test_the_training_set_is_counted_after_the_eval_split_and_the_cap(tmp_path):
+    from src.config import compose
+    from sweep.first_trial import training_examples
+
+    base = [*TINY, f"paths.cache_dir={CACHE}", "hparams_search=tiny_cpu"]
+    assert training_examples(compose(base, with_hydra=True)) == 32  # 40 generated, 20% held out
+    capped = compose([*base, "data.max_train_examples=10"], with_hydra=True)
+    assert training_examples(capped) == 10
