@@ -71,3 +71,19 @@ def training_examples(config) -> int:
     data = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), config.data))
     tokenizer = load_tokenizer(model, resolve_base(model, config.paths.cache_dir))
     return len(prepare_data(data, tokenizer, config.paths.cache_dir).train)
+
+
+def data_sized(first: dict, config) -> tuple[dict, str]:
+    """The preset's first trial with its epochs from the training set of the composed sweep `config`, and the
+    sentence the sweep prints with its learning-rate prior. When the data cannot be prepared before the first
+    trial (e.g. a Hub tokenizer without network), the first trial keeps the preset's epochs and the sentence
+    says why; the trial itself then reports the error."""
+    try:
+        length = first_trial_epochs(training_examples(config))
+    except Exception as error:  # noqa: BLE001 - any reason the data stage fails is the first trial's to report
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:300]
+        return (
+            first,
+            f"first trial keeps {first.get(EPOCHS)} epochs: the data could not be counted ({reason})",
+        )
+    return with_data_length(first, length), length.describe()

@@ -44,6 +44,7 @@ from src.atomic import write_text_atomic
 from src.errors import JobFailed
 from src.redact import redact
 from sweep.cost import record_cost, sweep_cost
+from sweep.first_trial import data_sized
 from sweep.launch import JobLost, launch_trials
 from sweep.liveness import WORKER, describe_worker, fail_stale_trials, heartbeats, worker_identity
 from sweep.lr_prior import model_prior, sweep_line, uses_prior
@@ -239,8 +240,9 @@ class SFTOptunaSweeper(OptunaSweeper):
 
     def _announce_learning_rate_prior(self, space: dict[str, Any], arguments: list[str]) -> None:
         """The sweep's first line, before any trial can fail: the learning-rate range and first trial the
-        preset derived from the composed model (sweep/lr_prior.py), or that they were given explicitly.
-        Silent for presets that use no prior."""
+        preset derived from the composed model (sweep/lr_prior.py), or that they were given explicitly, and
+        the preset's first trial's epochs from the training set's size (sweep/first_trial.py). Silent for
+        presets that use no prior."""
         node = OmegaConf.select(self.sweeper.config, "hydra.sweeper")
         raw = OmegaConf.to_container(node, resolve=False) if node is not None else {}
         given = {override.split("=", 1)[0].lstrip("+~") for override in arguments}  # sweep overrides
@@ -252,7 +254,11 @@ class SFTOptunaSweeper(OptunaSweeper):
             return
         prior = model_prior(self.sweeper.config.model)
         searched = space.get(LEARNING_RATE)
-        log.info(sweep_line(prior, searched, self.enqueue_trials, range_from_prior, first_from_prior))
+        sized = ""
+        if first_from_prior and self.enqueue_trials:  # the preset's first trial: its length follows the data
+            self.enqueue_trials[0], sentence = data_sized(self.enqueue_trials[0], self.sweeper.config)
+            sized = f"; {sentence}"
+        log.info(sweep_line(prior, searched, self.enqueue_trials, range_from_prior, first_from_prior) + sized)
 
     def _run_batch(self, study: optuna.Study, size: int, space, fixed_params, fixed_overrides) -> int:
         """Ask `size` trials, drop those another worker's race took the place of, run the rest as one launch
