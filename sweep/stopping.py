@@ -63,9 +63,10 @@ def decide(outcomes: Sequence[Outcome], rule: StoppingRule, minimize: bool = Tru
     stale = _trials_since_improvement(outcomes, floor, minimize)
     if stale < rule.patience:
         return StopDecision(False, f"{stale} of {rule.patience} trials without improvement", n, best, floor)
+    seeds = f", the mean of {len(best.values)} seeds" if len(best.values) > 1 else ""
     reason = (
-        f"the last {stale} search trials did not beat the best configuration (trial {best.trials[0]}, "
-        f"seed mean {best.mean:.4f} over {len(best.values)} seeds) by more than the noise floor {floor:.4f}"
+        f"the last {stale} search trials did not beat the best configuration (trial {best.trials[0]}: "
+        f"{best.mean:.4f}{seeds}) by more than the noise floor {floor:.4f}"
     )
     return StopDecision(True, reason, n, best, floor)
 
