@@ -9,6 +9,7 @@ tie two groups together (`_check_across_groups`), and last `check_environment`: 
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import math
 import os
@@ -293,6 +294,21 @@ def check_environment(cfg: Any) -> None:
 
 
 def _optimizer_names() -> list[str]:
-    from transformers.training_args import OptimizerNames  # light import: no torch model code
+    """The optimizer names the installed transformers accepts (its `OptimizerNames` enum), read from the
+    source of `transformers/training_args.py` without importing it: that import loads torch and takes
+    ~8 s, most of a `python -m src.prepare` cache hit. Imported only if the enum is not found there."""
+    spec = importlib.util.find_spec("transformers")
+    source = Path(spec.origin).with_name("training_args.py") if spec and spec.origin else None
+    if source is not None and source.is_file():
+        for node in ast.parse(source.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ClassDef) and node.name == "OptimizerNames":
+                names = [
+                    item.value.value
+                    for item in node.body
+                    if isinstance(item, ast.Assign) and isinstance(item.value, ast.Constant)
+                ]
+                if names:
+                    return names
+    from transformers.training_args import OptimizerNames
 
     return [name.value for name in OptimizerNames]

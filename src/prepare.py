@@ -36,7 +36,7 @@ def prepare(overrides: list[str]) -> int:
     from src.data.cache import prepare_data
     from src.data.report import summarize_report
 
-    disable_progress_bars()  # one bar, the tokenization's own (prepare_data turns it on): not one per step
+    disable_progress_bars()  # one bar, over all rows (src/data/progress.py): not one per map, split or save
     from src.model import load_tokenizer, resolve_base
 
     try:

@@ -17,14 +17,20 @@ from filelock import FileLock, Timeout
 
 from src.atomic import atomic_folder
 from src.builtin_data import BUILTIN
-from src.config import DataConfig
+from src.config import ConfigError, DataConfig
+from src.data.digest import DigestMemo, content_digest
 from src.data.loading import load_raw
+from src.data.progress import RowProgress
 from src.data.tokenization import CONVERSATION, tokenize_split, truncates
 from src.data_files import local_files
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 4  # bump when tokenization logic or the cache layout changes, so old caches are not reused
+# How long a process waits for another one tokenizing the same data: torch.distributed's default
+# process-group timeout (torch.distributed.constants.default_pg_timeout, 30 min), the wait a rank would get
+# at a barrier
+LOCK_TIMEOUT_SECONDS = 30 * 60
 
 
 class Conversations(Sequence):
@@ -67,7 +73,7 @@ class PreparedData:
     from_cache: bool
 
 
-def _source_fingerprint(cfg: DataConfig) -> Any:
+def _source_fingerprint(cfg: DataConfig, memo: DigestMemo | None) -> Any:
     if cfg.source == "builtin":
         # the generated rows themselves: a change to the generator must not be served from an old cache
         rows = BUILTIN[cfg.name](cfg.builtin_examples, seed=cfg.split_seed) if cfg.name in BUILTIN else []
@@ -78,24 +84,12 @@ def _source_fingerprint(cfg: DataConfig) -> Any:
     def digests(spec: str | None) -> list[list[str]]:
         if not spec:
             return []
-        return [[str(p.resolve()), content_digest(p)] for p in local_files(spec)]
+        return [[str(p.resolve()), content_digest(p, memo)] for p in local_files(spec)]
 
     # by role: `path=a,b` (a random split of a + b) and `path=a eval_path=b` are different data; the split
     # names pick the splits of a save_to_disk DatasetDict folder
     splits = [cfg.train_split, cfg.eval_split]
     return ["local", {"train": digests(cfg.path), "eval": digests(cfg.eval_path), "splits": splits}]
-
-
-def content_digest(path: Path) -> str:
-    """sha256 of a file, or of every file (name and bytes) in a save_to_disk folder; files are read in
-    chunks, so hashing a large file holds none of it in memory."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        digest.update(str(file.relative_to(path)).encode() if path.is_dir() else b"")
-        with file.open("rb") as handle:
-            digest.update(hashlib.file_digest(handle, "sha256").digest())
-    return digest.hexdigest()
 
 
 def hub_revision(path: str, revision: str | None) -> str | None:
@@ -113,12 +107,13 @@ def hub_revision(path: str, revision: str | None) -> str | None:
         return revision
 
 
-def cache_key(cfg: DataConfig, tokenizer) -> str:
-    """Everything that changes the tokenized output: source contents, tokenizer, template, settings."""
+def cache_key(cfg: DataConfig, tokenizer, memo: DigestMemo | None = None) -> str:
+    """Everything that changes the tokenized output: source contents (local files' digests from `memo`
+    when given, src/data/digest.py), tokenizer, template, settings."""
     vocab = hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()
     parts = [
         CACHE_VERSION,
-        _source_fingerprint(cfg),
+        _source_fingerprint(cfg, memo),
         cfg.format,
         cfg.eval_fraction,
         cfg.split_seed,
@@ -136,18 +131,28 @@ def cache_key(cfg: DataConfig, tokenizer) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
-def prepare_data(cfg: DataConfig, tokenizer, cache_dir: str | Path, progress: bool = False) -> PreparedData:
+def prepare_data(
+    cfg: DataConfig,
+    tokenizer,
+    cache_dir: str | Path,
+    progress: bool = True,
+    lock_timeout: float = LOCK_TIMEOUT_SECONDS,
+) -> PreparedData:
     """Data stage: load, normalise, tokenize with masks, truncate; reuse the on-disk cache when it matches.
-    `progress` shows the tokenization's progress bar (rows/s) even where datasets' bars are turned off."""
-    key = cache_key(cfg, tokenizer)
+    `progress` shows one bar over both splits' rows (rows/s) on a cache miss. A process that finds another
+    one tokenizing the same data waits for it up to `lock_timeout` seconds, then raises ConfigError naming
+    the lock file and `python -m src.prepare`."""
+    memo = DigestMemo(Path(cache_dir) / "data")
+    key = cache_key(cfg, tokenizer, memo)
     path = Path(cache_dir) / "data" / f"{cfg.name}-{key}"
     path.parent.mkdir(parents=True, exist_ok=True)
+    memo.save()
     lock = FileLock(f"{path}.lock")  # one process tokenizes; the others wait, then read its cache
     try:
         lock.acquire(timeout=0)
     except Timeout:
         log.info("Tokenized data: another process is preparing %s; waiting for it", path)
-        lock.acquire()
+        _wait_for(lock, path, lock_timeout)
     try:
         from_cache = (path / "report.json").exists()
         if from_cache:
@@ -167,17 +172,30 @@ def prepare_data(cfg: DataConfig, tokenizer, cache_dir: str | Path, progress: bo
     )
 
 
+def _wait_for(lock: FileLock, path: Path, timeout: float) -> None:
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        raise ConfigError(
+            f"Tokenized data: another process has held {lock.lock_file} for {timeout / 60:.0f} min while "
+            f"preparing {path.name}; let it finish, or tokenize ahead of the run with `python -m src.prepare "
+            "<the same overrides>`, which a later run reads from the cache at once."
+        ) from None
+
+
 def _tokenize_into(cfg: DataConfig, tokenizer, path: Path, key: str, progress: bool) -> None:
-    with atomic_folder(path) as tmp:  # a unique temporary folder: concurrent writers leave nothing behind
+    # a unique temporary folder (concurrent writers leave nothing behind); one bar, datasets' own are off
+    with atomic_folder(path) as tmp, RowProgress(enabled=progress) as bar:
         work = tmp / "work"  # raw rows and map outputs, dropped once the splits are saved
         raw = load_raw(cfg, work)
         log.info("Tokenizing %s (%s format) into %s", cfg.name, raw.format, path)
         skipped = raw.skipped
+        bar.start(len(raw.train) + len(raw.eval))
         train, train_stats = tokenize_split(
-            raw.train, "train", tokenizer, cfg, raw.format, skipped, work, key, progress
+            raw.train, "train", tokenizer, cfg, raw.format, skipped, work, key, bar
         )
         eval_, eval_stats = tokenize_split(
-            raw.eval, "eval", tokenizer, cfg, raw.format, skipped, work, key, progress
+            raw.eval, "eval", tokenizer, cfg, raw.format, skipped, work, key, bar
         )
         report = {
             "format": raw.format,

@@ -9,10 +9,12 @@ at the first bad row in row order or adds up the skip counts, exactly as row by 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from bisect import bisect_left, bisect_right
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from jinja2 import TemplateError
 from src.config import ConfigError, DataConfig
 from src.data.formats import BadExample, conversation_messages, to_messages
 from src.data.loading import ORIGIN, handle_bad_example
+from src.data.progress import RowProgress
 from src.data.report import length_stats, waste_figures
 
 IGNORE_INDEX = -100
@@ -219,10 +222,12 @@ def tokenize_rows(
     assistant_only_loss: bool,
     max_length: int | None,
     keep_conversations: bool,
+    count_rows: Callable[[int], None] | None = None,
 ) -> dict[str, list]:
     """One map batch: raw rows in, tokenized rows out with status, message, origin and full length; a row
     that cannot be used comes back empty with its status, never as an exception (workers cannot pickle
-    one back, and the parent decides what a bad row means)."""
+    one back, and the parent decides what a bad row means). `count_rows` is told the batch's row count
+    when it is done (the progress bar, src/data/progress.py)."""
     count = len(batch[ORIGIN])
     out: dict[str, list] = {"input_ids": [[] for _ in range(count)], "labels": [[] for _ in range(count)]}
     out.update(
@@ -263,6 +268,8 @@ def tokenize_rows(
         out["input_ids"][i], out["labels"][i] = tokens["input_ids"], tokens["labels"]
     if keep_conversations:
         out[CONVERSATION] = conversations
+    if count_rows is not None:
+        count_rows(count)
     return out
 
 
@@ -289,18 +296,13 @@ def tokenize_split(
     skipped: Counter,
     work_dir: Path,
     fingerprint: str,
-    progress: bool = False,
+    bar: RowProgress | None = None,
 ) -> tuple[Dataset, dict]:
     """The split tokenized into Arrow files in `work_dir` (usable rows only; the eval split keeps each
-    example's conversation as JSON), and its length statistics."""
+    example's conversation as JSON), and its length statistics; its rows are counted on `bar`."""
     keep = name == "eval"
     processes = worker_processes(cfg.num_proc, len(split))
-    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-
-    bars_were_off = are_progress_bars_disabled()
-    if progress:
-        enable_progress_bars()
-    try:
+    with bar.counter(processes) if bar else contextlib.nullcontext() as count_rows:
         mapped = split.map(
             tokenize_rows,
             batched=True,
@@ -312,16 +314,13 @@ def tokenize_split(
                 "assistant_only_loss": cfg.assistant_only_loss,
                 "max_length": cfg.max_length if truncates(cfg, name) else None,
                 "keep_conversations": keep,
+                "count_rows": count_rows,
             },
             num_proc=processes,
             cache_file_name=str(work_dir / f"tokenized-{name}.arrow"),
             new_fingerprint=f"{fingerprint}-{name}",  # our cache key: nothing is hashed, nothing reused
             load_from_cache_file=False,
-            desc=f"Tokenizing {name}",
         )
-    finally:
-        if progress and bars_were_off:
-            disable_progress_bars()
     status = mapped.data.column("status")
     bad_rows = np.flatnonzero(pc.not_equal(status, "").to_numpy(zero_copy_only=False))
     answer_cut: list[tuple[str, int]] = []  # (where, length) of examples truncation leaves without answer

@@ -5,6 +5,8 @@ library (property-based); the tables cover the schema's numbers."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 from hydra.errors import ConfigCompositionException, OverrideParseException
@@ -14,7 +16,7 @@ from omegaconf import OmegaConf
 
 from src.config import ConfigError, TrainConfig, validate
 from src.config_checks import CHOICES, RANGES, Range, check_environment
-from tests.conftest import compose_config
+from tests.conftest import ROOT, compose_config
 
 SKIP = {"paths", "trial", "resume"}  # set by Hydra or the sweeper, not by users
 
@@ -166,3 +168,25 @@ def test_the_environment_checks_name_what_this_machine_lacks(monkeypatch, tmp_pa
     assert (
         str(error.value) == "monitor.report_to=[mlflow] needs the mlflow package: pip install -e '.[mlflow]'."
     )
+
+
+def test_the_optimizer_names_are_the_installed_transformers_ones():
+    from transformers.training_args import OptimizerNames
+
+    from src.config_checks import _optimizer_names
+
+    assert _optimizer_names() == [name.value for name in OptimizerNames]
+
+
+def test_validating_a_config_imports_neither_torch_nor_transformers():
+    """`python -m src.prepare` validates before its cache hit, which must stay import-light."""
+    code = (
+        "import sys; from omegaconf import OmegaConf; from src.config import compose, validate; "
+        "validate(OmegaConf.to_object(compose(['paths.output_dir=unused']))); "
+        "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'bitsandbytes') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

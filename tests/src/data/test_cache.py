@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from src.data import cache, loading
 from src.data.cache import prepare_data
+from src.errors import ConfigError
 from src.model import load_tokenizer, resolve_base
 from tests.conftest import CACHE, TINY, compose_config
 from tests.src.data.test_loading import data_config, write_jsonl
@@ -157,11 +158,16 @@ def test_a_cache_miss_returns_the_memory_mapped_splits_as_int32(tokenizer, tmp_p
     assert sorted(p.name for p in data.cache_path.iterdir()) == ["dataset", "report.json"]
 
 
-def test_content_digest_is_the_sha256_of_the_bytes_read_in_chunks(tmp_path):
-    import hashlib
+def test_a_process_waiting_past_the_lock_timeout_names_the_lock_and_prepare(tokenizer, tmp_path):
+    from filelock import FileLock
 
-    path = tmp_path / "big.jsonl"
-    path.write_bytes(b"x" * (3 << 20) + b"end")
-    assert (
-        cache.content_digest(path) == hashlib.sha256(hashlib.sha256(path.read_bytes()).digest()).hexdigest()
+    path = write_jsonl(tmp_path / "t.jsonl", [{"prompt": f"Say {i}", "completion": str(i)} for i in range(4)])
+    cfg = data_config(path)
+    lock = tmp_path / "cache" / "data" / f"{cfg.name}-{cache.cache_key(cfg, tokenizer)}.lock"
+    lock.parent.mkdir(parents=True)
+    with FileLock(lock), pytest.raises(ConfigError) as error:  # another process is tokenizing
+        prepare_data(cfg, tokenizer, tmp_path / "cache", lock_timeout=0.3)
+    assert str(lock) in str(error.value) and "`python -m src.prepare <the same overrides>`" in str(
+        error.value
     )
+    assert not prepare_data(cfg, tokenizer, tmp_path / "cache", lock_timeout=0.3).from_cache  # released

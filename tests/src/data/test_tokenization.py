@@ -376,7 +376,7 @@ def test_bad_rows_of_other_files_are_located(tokenizer, tmp_path, kind, where):
 
 
 @pytest.mark.parametrize("num_proc", [1, 2])
-def test_skip_counts_every_reason_across_splits(tokenizer, tmp_path, num_proc):
+def test_skip_counts_every_reason_across_splits(tokenizer, tmp_path, num_proc, capfd):
     rows = [*GOOD, "not json", {"messages": []}, {"messages": [{"role": "user", "content": "?"}]}, "{"]
     path = write_jsonl(tmp_path / "mixed.jsonl", rows)
     workers = f"data.num_proc={num_proc}"
@@ -385,6 +385,10 @@ def test_skip_counts_every_reason_across_splits(tokenizer, tmp_path, num_proc):
     )
     assert data.report["skipped"] == {"empty_conversation": 1, "malformed_json": 2, "no_assistant_turn": 1}
     assert len(data.train) + len(data.eval) == 5 and len(data.eval_conversations) == len(data.eval)
+    # one bar over both splits' 7 readable rows, counted in the worker processes too; no bar of datasets'
+    bars = capfd.readouterr().err
+    assert bars.rstrip().rsplit("\r", 1)[-1].startswith("Tokenizing: 100%") and "7/7 [" in bars
+    assert "rows/s" in bars and "examples/s" not in bars and bars.count("\n") == 1
 
 
 def test_only_bad_examples_is_an_error_even_when_skipping(tokenizer, tmp_path):
