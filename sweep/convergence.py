@@ -70,8 +70,9 @@ class Stopped:
     def line(self) -> str:
         """The one line a sweep prints when it stops (and a later worker, when it finds the study stopped)."""
         return (
-            f"Sweep stopped itself after {self.finished} of n_trials={self.n_trials} trials: {self.reason} "
-            f"(noise floor {self.noise_floor:.4g}, best seed mean {self.best_seed_mean:.4g})"
+            f"Sweep stopped itself after {self.finished} of n_trials={self.n_trials} trials (noise floor "
+            f"{self.noise_floor:.4g}, best seed mean {self.best_seed_mean:.4g} of trial {self.best_trial}): "
+            f"{self.reason}"
         )
 
 
