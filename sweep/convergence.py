@@ -87,15 +87,15 @@ def stored_decision(study: optuna.Study) -> Stopped | None:
 
 def check_stop(
     study: optuna.Study, trials: list[FrozenTrial], rule: StoppingRule, n_trials: int
-) -> tuple[Stopped | None, bool]:
-    """The study's stop decision and whether this call made it: the stored one if any, else the rule's
-    decision over `trials` (stored when it says stop), else (None, False)."""
+) -> Stopped | None:
+    """The study's stop decision: the stored one if any, else the rule's decision over `trials`, stored
+    when it says stop (two workers deciding at once store the same figures); None to go on."""
     stored = stored_decision(study)
     if stored is not None:
-        return stored, False
+        return stored
     decision = decide(outcomes(trials), rule, minimizes(study))
     if not decision.stop:
-        return None, False
+        return None
     stopped = Stopped(
         reason=decision.reason,
         finished=decision.finished,
@@ -107,7 +107,7 @@ def check_stop(
     study.set_user_attr(
         STOP_DECISION, {**stopped.__dict__, "patience": rule.patience, "min_trials": rule.min_trials}
     )
-    return stopped, True
+    return stopped
 
 
 def stopping_off_because(study: optuna.Study, grid: bool) -> str | None:

@@ -106,7 +106,8 @@ def objective_values(returned: Any, objectives: list[str]) -> list[float]:
 
 
 class SFTOptunaSweeper(OptunaSweeper):
-    """OptunaSweeper with resume-to-total, parallel workers, per-trial folders, pruning and a failure budget."""
+    """OptunaSweeper with resume-to-total, parallel workers, per-trial folders, pruning, a failure budget,
+    noise repeats and a stopping rule."""
 
     def __init__(
         self,
@@ -276,7 +277,7 @@ class SFTOptunaSweeper(OptunaSweeper):
         record_noise_floor(study, trials)
         if self.stopping is None:
             return False
-        stopped, _made_now = check_stop(study, trials, self.stopping, self.sweeper.n_trials)
+        stopped = check_stop(study, trials, self.stopping, self.sweeper.n_trials)
         if stopped is not None and not self.stop_logged:
             log.info(stopped.line())
             self.stop_logged = True
