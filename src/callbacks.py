@@ -101,11 +101,17 @@ FAILED = ("FAIL", "STATUS_FAILURE")
 
 
 def write_hparams(
-    writer, hparams: dict[str, Any], metrics: dict[str, float], status: str = "finished"
+    writer,
+    hparams: dict[str, Any],
+    metrics: dict[str, float],
+    status: str = "finished",
+    later: tuple[str, ...] = (),
 ) -> None:
     """Write the HPARAMS-tab summary into the run's own log dir (transformers no longer does this), with
     the run's state as a column and as TensorBoard's session status (torch's add_hparams always says
-    success, so the session-end record is written here)."""
+    success, so the session-end record is written here). `later`: metrics declared now, whose values
+    another writer appends to the run afterwards (a sweep's regret_in_noise_floors, sweep/hparams_regret.py);
+    TensorBoard takes a run's summary from its first record, so a metric must be declared here to show."""
     if writer is None:
         return
     from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
@@ -118,7 +124,8 @@ def write_hparams(
     clean = {k: (v if isinstance(v, int | float | str | bool) else str(v)) for k, v in hparams.items()}
     clean["state"] = state
     scalars = {f"hparam/{k}": float(v) for k, v in metrics.items()}
-    experiment, session_start, _always_success = hparams_summaries(clean, scalars)
+    declared = {**scalars, **{f"hparam/{name}": 0.0 for name in later if f"hparam/{name}" not in scalars}}
+    experiment, session_start, _always_success = hparams_summaries(clean, declared)
     end = SessionEndInfo(status=Status.Value(session_status))
     content = HParamsPluginData(session_end_info=end, version=PLUGIN_DATA_VERSION)
     metadata = SummaryMetadata(

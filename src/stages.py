@@ -253,6 +253,15 @@ def build_run(
     )
 
 
+def _sweep_metrics(cfg: TrainConfig) -> tuple[str, ...]:
+    """Inside a sweep: the HParams metrics the sweep appends after its last trial (sweep/hparams_regret.py)."""
+    if cfg.trial is None:
+        return ()
+    from sweep.ties import REGRET_METRIC
+
+    return (REGRET_METRIC,)
+
+
 def _pruning_callback(cfg: TrainConfig, run_dir: Path) -> PruningCallback | None:
     """Inside an Optuna sweep: report eval losses to this job's trial so its pruner can stop it."""
     from sweep.pruning import PruningCallback, job_trial
@@ -303,6 +312,7 @@ def finish(run: TrainingRun, metrics: dict[str, Any], run_dir: Path) -> None:
         hparams(run.cfg),
         {**objectives, **{f"task_{k}": v for k, v in task_after.items()}},
         metrics.get("status", "finished"),
+        later=_sweep_metrics(run.cfg),
     )
     run.writer.close()
     if run.guard.problem:

@@ -14,12 +14,18 @@
 - seeding: `enqueue_trials` queues fixed parameter sets (known-good baselines) before the sampler's picks;
   trial N draws its random choices from `sampler.seed + N`, so workers sharing a seed do not repeat
   each other's parameters;
-- GPUs: parallel trials of the joblib launcher are pinned to one visible GPU each.
+- GPUs: parallel trials of the joblib launcher are pinned to one visible GPU each;
+- noise: after its first complete trial the sweep re-runs its best configuration at
+  `hydra.sweeper.noise_repeats` other seeds (sweep/repeats.py), ranks configurations by seed mean and stores
+  the seed spread as the study's noise floor (sweep/noise.py, sweep/convergence.py);
+- stopping: n_trials is the most it runs; before each ask, the stopping rule (sweep/stopping.py) over the
+  finished trials may stop the study for good (`hydra.sweeper.stopping`, sweep/convergence.py).
 
-This module is the loop (open the study, ask, launch, tell, wait for other workers, report) and how a job's
-result becomes the trial's outcome; it calls sweep.preflight (the refusals before the first trial),
+This module is the loop (open the study, queue the noise repeats, check the stop decision, ask, launch, tell,
+wait for other workers, report) and how a job's result becomes the trial's outcome; it calls sweep.preflight (the refusals before the first trial),
 sweep.study (the study, and Optuna's private API), sweep.space (the search space), sweep.places (the n_trials
-rule), sweep.liveness (dead workers' trials) and sweep.launch (jobs and GPUs). hydra_plugins/sft_optuna_sweeper
+rule), sweep.liveness (dead workers' trials), sweep.launch (jobs and GPUs), sweep.repeats and sweep.convergence
+(noise and stopping) and sweep.results (the report). hydra_plugins/sft_optuna_sweeper
 makes Hydra find it as a plugin.
 """
 
@@ -40,10 +46,16 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from src.atomic import write_text_atomic
 from src.errors import JobFailed
 from src.redact import redact
-from sweep.cost import record_cost, sweep_cost
+from sweep.convergence import (
+    check_stop,
+    noise_and_stopping_line,
+    record_noise_floor,
+    stopping_off_because,
+    stopping_rule,
+)
+from sweep.cost import record_cost
 from sweep.first_trial import data_sized
 from sweep.launch import JobLost, launch_trials
 from sweep.liveness import WORKER, describe_worker, fail_stale_trials, heartbeats, worker_identity
@@ -56,6 +68,8 @@ from sweep.preflight import (
     check_storage,
     open_checked_study,
 )
+from sweep.repeats import queue_noise_repeats, seed_override
+from sweep.results import write_results
 from sweep.space import grid_choices, search_space
 from sweep.study import FAIL_REASON, OPTUNA_TARGETS, PRUNED_AT, stored_trial, sweep_identity, tell
 
@@ -93,7 +107,8 @@ def objective_values(returned: Any, objectives: list[str]) -> list[float]:
 
 
 class SFTOptunaSweeper(OptunaSweeper):
-    """OptunaSweeper with resume-to-total, parallel workers, per-trial folders, pruning and a failure budget."""
+    """OptunaSweeper with resume-to-total, parallel workers, per-trial folders, pruning, a failure budget,
+    noise repeats and a stopping rule."""
 
     def __init__(
         self,
@@ -107,10 +122,16 @@ class SFTOptunaSweeper(OptunaSweeper):
         search_data_and_model: bool = False,
         report_at: str = "schedule",
         objective: Any = "best_eval_loss",
+        noise_repeats: int = 2,
+        stopping: Any = None,
         **kwargs: Any,
     ):
         if report_at not in ("schedule", "step"):
             raise ValueError(f"hydra.sweeper.report_at={report_at!r} must be 'schedule' or 'step'.")
+        if int(noise_repeats) < 0:
+            raise ValueError(f"hydra.sweeper.noise_repeats={noise_repeats} must be 0 (none) or more.")
+        self.noise_repeats = int(noise_repeats)
+        self.stopping = stopping_rule(stopping)
         self.report_at = report_at
         self.objectives = [objective] if isinstance(objective, str) else [str(o) for o in objective]
         directions = kwargs.get("direction")
@@ -129,6 +150,8 @@ class SFTOptunaSweeper(OptunaSweeper):
         self.search_data_and_model = search_data_and_model
         self.sampler_config = kwargs["sampler"]
         self.grid: dict[str, list] | None = None  # the grid's choices per param under sampler=grid
+        self.noise_off: str | None = None  # why this study takes no repeats and no stopping rule
+        self.stop_logged = False
 
     def sweep(self, arguments: list[str]) -> None:
         try:  # every refusal comes before the first trial is created: one sentence, no traceback
@@ -181,6 +204,8 @@ class SFTOptunaSweeper(OptunaSweeper):
 
     def _log_start(self, study: optuna.Study) -> None:
         impl = self.sweeper
+        self.noise_off = stopping_off_because(study, self.grid is not None)
+        log.info(noise_and_stopping_line(self.noise_off, self.noise_repeats, self.stopping))
         done = finished_trials(study)
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         log.info(
@@ -202,7 +227,8 @@ class SFTOptunaSweeper(OptunaSweeper):
             trials = study.get_trials(deepcopy=False)
             running = [t for t in trials if t.state == TrialState.RUNNING]
             free = free_places(trials, impl.n_trials)
-            if free > 0:
+            if free > 0 and not self._stopped(study, trials):
+                self._queue_noise_repeats(study, trials)
                 failures += self._run_batch(
                     study, min(free, impl.n_jobs), space, fixed_params, fixed_overrides
                 )
@@ -237,6 +263,26 @@ class SFTOptunaSweeper(OptunaSweeper):
                 return
             time.sleep(POLL_SECONDS)
             self._fail_stale_trials(study)  # a worker on this host that died mid-trial frees its place
+
+    def _queue_noise_repeats(self, study: optuna.Study, trials: list) -> None:
+        """Once the study has a complete trial: queue the repeats of its best (sweep/repeats.py)."""
+        if self.noise_off is None:
+            base_seed = int(OmegaConf.select(self.sweeper.config, "seed", default=0))
+            queue_noise_repeats(study, trials, self.noise_repeats, base_seed)
+
+    def _stopped(self, study: optuna.Study, trials: list) -> bool:
+        """Whether the study has stopped itself (stored by any worker, or decided now and stored); refreshes
+        the study's noise floor. Logs the decision's line once per worker."""
+        if self.noise_off is not None:
+            return False
+        record_noise_floor(study, trials)
+        if self.stopping is None:
+            return False
+        stopped = check_stop(study, trials, self.stopping, self.sweeper.n_trials)
+        if stopped is not None and not self.stop_logged:
+            log.info(stopped.line())
+            self.stop_logged = True
+        return stopped is not None
 
     def _announce_learning_rate_prior(self, space: dict[str, Any], arguments: list[str]) -> None:
         """The sweep's first line, before any trial can fail: the learning-rate range and first trial the
@@ -275,7 +321,8 @@ class SFTOptunaSweeper(OptunaSweeper):
         for trial in runnable:
             self._reseed(study, trial.number)
             try:
-                overrides += impl._configure_trials([trial], space, fixed_params, fixed_overrides)
+                configured_overrides = impl._configure_trials([trial], space, fixed_params, fixed_overrides)
+                overrides += [(*o, *seed_override(trial)) for o in configured_overrides]
             # the sampler could not produce its values: fail the trial, never leave it RUNNING
             except Exception as error:
                 self._fail(
@@ -349,38 +396,6 @@ class SFTOptunaSweeper(OptunaSweeper):
         log.warning("Trial %d failed: %s", trial.number, reason)
 
     def _write_results(self, study: optuna.Study) -> None:
-        """optimization_results.yaml: the best trial, or with several objectives the Pareto front."""
-        sweep_dir = Path(self.sweeper.config.hydra.sweep.dir)
-        objectives = dict(zip(self.objectives, study.directions))
-        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            log.warning("No trial finished; nothing to report.")
-            return
-        if len(objectives) == 1:
-            best = study.best_trial
-            results = {
-                "name": "optuna",
-                "objective": self.objectives[0],
-                "best_trial": best.number,
-                "best_params": best.params,
-                "best_value": best.value,
-            }
-            log.info(
-                "Best trial %d: %s %.4f with %s", best.number, self.objectives[0], best.value, best.params
-            )
-        else:
-            front = sorted(study.best_trials, key=lambda t: t.number)
-            results = {
-                "name": "optuna",
-                "objectives": {name: direction.name.lower() for name, direction in objectives.items()},
-                "pareto_front": [
-                    {"trial": t.number, "params": t.params, "values": dict(zip(self.objectives, t.values))}
-                    for t in front
-                ],
-            }
-            log.info("Pareto front of %s: trials %s", self.objectives, [t.number for t in front])
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(
-            sweep_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(results))
-        )
-        log.info("Report: python -m sweep.report %s", sweep_dir)
-        log.info(sweep_cost(study).line())
+        if self.noise_off is None:
+            record_noise_floor(study, study.get_trials(deepcopy=False))
+        write_results(study, Path(self.sweeper.config.hydra.sweep.dir), self.objectives)

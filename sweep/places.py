@@ -11,6 +11,7 @@ import logging
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from sweep.repeats import REPEAT_OF, SEED
 from sweep.study import FAIL_REASON, tell
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,15 @@ def is_surplus(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.FAIL and trial.user_attrs.get(FAIL_REASON, "").startswith(SURPLUS)
 
 
+def queued_as(trial: FrozenTrial) -> tuple | None:
+    """What a queued trial was queued as: its enqueued parameters and, for a noise repeat (same parameters
+    by design, sweep/repeats.py), the trial it repeats and its seed; None for a sampled trial."""
+    fixed = trial.system_attrs.get("fixed_params")
+    if fixed is None:
+        return None
+    return fixed, trial.user_attrs.get(REPEAT_OF), trial.user_attrs.get(SEED)
+
+
 def why_not_run(trials: list[FrozenTrial], number: int, n_trials: int) -> str | None:
     """Why the just-asked trial `number` must not run (a fail_reason), or None if it may run.
 
@@ -45,13 +55,14 @@ def why_not_run(trials: list[FrozenTrial], number: int, n_trials: int) -> str | 
     told FAIL with a "surplus" reason before it gets parameters, a job or a folder, and does not count. The
     rule can only err towards too few places (a smaller trial that later fails or loses its own race), and
     the worker's loop then asks again. An enqueued parameter set that two workers starting together both
-    queued runs once: the copy with the larger number is a "duplicate"."""
+    queued runs once: the copy with the larger number is a "duplicate" (a noise repeat duplicates only
+    another copy of the same repeat, see `queued_as`)."""
     trial = next(t for t in trials if t.number == number)
     ahead = [t for t in trials if t.number < number]
-    fixed = trial.system_attrs.get("fixed_params")
-    if fixed is not None:
+    queued = queued_as(trial)
+    if queued is not None:
         for other in ahead:
-            if other.system_attrs.get("fixed_params") == fixed and not is_surplus(other):
+            if queued_as(other) == queued and not is_surplus(other):
                 return f"{DUPLICATE}: trial {other.number} has the same enqueued parameters"
     if sum(t.state in HOLDS_A_PLACE for t in ahead) >= n_trials:
         return f"{SURPLUS}: n_trials={n_trials} places were taken by other workers' trials"
@@ -61,22 +72,25 @@ def why_not_run(trials: list[FrozenTrial], number: int, n_trials: int) -> str | 
 def runnable_trials(study: optuna.Study, batch: list[optuna.Trial], n_trials: int) -> list[optuna.Trial]:
     """The just-asked trials of `batch` that may run; the others are dropped (see `why_not_run`)."""
     snapshot = study.get_trials(deepcopy=False)
-    fixed_params = {t.number: t.system_attrs.get("fixed_params") for t in snapshot}
+    by_number = {t.number: t for t in snapshot}
     runnable = []
     for trial in batch:
         reason = why_not_run(snapshot, trial.number, n_trials)
         if reason is None:
             runnable.append(trial)
         else:
-            drop(study, trial, reason, fixed_params[trial.number])
+            drop(study, trial, reason, by_number[trial.number])
     return runnable
 
 
-def drop(study: optuna.Study, trial: optuna.Trial, reason: str, fixed: dict | None) -> None:
-    """Fail a trial that must not run; an enqueued parameter set (`fixed`) that lost a race is queued
-    again."""
+def drop(study: optuna.Study, trial: optuna.Trial, reason: str, asked: FrozenTrial) -> None:
+    """Fail a trial that must not run; an enqueued parameter set that lost a race is queued again, a noise
+    repeat with its repeat attributes (`asked`: the trial as stored when it was asked)."""
     trial.set_user_attr(FAIL_REASON, reason)
     tell(study, trial, state=TrialState.FAIL)
-    if fixed is not None and reason.startswith(SURPLUS):
-        study.enqueue_trial(fixed)
+    queued = queued_as(asked)
+    if queued is not None and reason.startswith(SURPLUS):
+        fixed, repeat_of, seed = queued
+        repeat = {REPEAT_OF: repeat_of, SEED: seed} if repeat_of is not None else None
+        study.enqueue_trial(fixed, user_attrs=repeat)
     log.info("Trial %d not run (%s)", trial.number, reason)

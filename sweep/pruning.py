@@ -13,6 +13,7 @@ import optuna
 from hydra.utils import instantiate
 from transformers import TrainerCallback
 
+from sweep.repeats import REPEAT_OF, is_repeat
 from sweep.study import OPTUNA_TARGETS, PRUNED_AT, running_trial
 
 log = logging.getLogger(__name__)
@@ -65,14 +66,24 @@ def report_step(step: int, max_steps: int, report_at: str, eval_fraction: float 
 class PruningCallback(TrainerCallback):
     """Reports each eval loss to the trial (at its phase of the schedule, see `report_step`), never inside
     warmup; stops training when the pruner says the trial is clearly worse than others at the same phase,
-    and marks it for the sweeper to record as PRUNED."""
+    and marks it for the sweeper to record as PRUNED. A noise repeat (sweep/repeats.py) reports nothing:
+    it is never pruned, and its seeds of the best configuration do not move other trials' thresholds."""
 
     def __init__(self, trial: optuna.Trial, report_at: str = "schedule"):
         self.trial = trial
         self.report_at = report_at
         self.pruned_at: int | None = None
+        self.repeat = is_repeat(trial)
+        if self.repeat:
+            log.info(
+                "Trial %d is a noise repeat of trial %d: never pruned",
+                trial.number,
+                trial.user_attrs[REPEAT_OF],
+            )
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.repeat:
+            return
         loss = (metrics or {}).get("eval_loss")
         if loss is None or state.global_step == 0 or not math.isfinite(loss):
             return  # a non-finite loss fails the trial instead (NonFiniteLossCallback)

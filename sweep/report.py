@@ -1,6 +1,11 @@
 """Sweep report: `python -m sweep.report outputs/sweeps/<study>` prints a leaderboard, the best parameters
 and parameter importances, and writes plots (PNG and HTML), leaderboard.csv and a re-runnable command
-for the best trial next to the study."""
+for the best trial next to the study.
+
+Configurations are ranked by their seed mean (a configuration re-run at other seeds, sweep/repeats.py, is
+one configuration); every configuration whose seed mean lies within the study's noise floor of the best is
+marked tied, in the leaderboard and in best_overrides.txt (sweep/ties.py). The report ends with the noise
+floor, why the sweep stopped (if it stopped itself) and what it cost."""
 
 from __future__ import annotations
 
@@ -19,8 +24,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from src.redact import redact
 from src.run_record import read_metrics
+from sweep.convergence import minimizes, stored_decision
 from sweep.cost import sweep_cost
+from sweep.repeats import REPEAT_OF, SEED
 from sweep.study import FAIL_REASON, PRUNED_AT
+from sweep.ties import Standing, floor_line, standing, tie_lines
 
 STATE_ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.FAIL: 3}
 
@@ -120,7 +128,19 @@ def objective_names(study: optuna.Study) -> list[str]:
     return [f"objective_{i}" for i in range(len(study.directions))]
 
 
-def leaderboard(study: optuna.Study) -> list[dict[str, Any]]:
+def trial_note(trial: FrozenTrial) -> str:
+    """Why a trial failed or was pruned, or which trial a noise repeat re-runs at which seed."""
+    if REPEAT_OF in trial.user_attrs:
+        repeat = f"noise repeat of trial {trial.user_attrs[REPEAT_OF]} at seed {trial.user_attrs.get(SEED)}"
+        return "; ".join(filter(None, [repeat, redact(trial.user_attrs.get(FAIL_REASON, ""))]))
+    return redact(trial.user_attrs.get(FAIL_REASON, "")) or (
+        f"pruned at step {trial.user_attrs[PRUNED_AT]}" if PRUNED_AT in trial.user_attrs else ""
+    )
+
+
+def leaderboard(study: optuna.Study, place: Standing | None = None) -> list[dict[str, Any]]:
+    """One row per trial: complete trials first, best seed mean first (`place`: the study's standing, for
+    single-objective studies), then pruned, running and failed ones."""
     names = objective_names(study)
     rows = []
     for trial in study.get_trials(deepcopy=False):
@@ -129,25 +149,27 @@ def leaderboard(study: optuna.Study) -> list[dict[str, Any]]:
             max(trial.intermediate_values) if trial.intermediate_values else None
         )
         seconds = trial.duration.total_seconds() if trial.duration else None
-        note = redact(trial.user_attrs.get(FAIL_REASON, "")) or (
-            f"pruned at step {trial.user_attrs[PRUNED_AT]}" if PRUNED_AT in trial.user_attrs else ""
-        )
         values = trial.values or [None] * len(names)
+        mean = place.of(trial) if place is not None and trial.state == TrialState.COMPLETE else None
         rows.append(
             {
                 "trial": trial.number,
                 "state": trial.state.name,
                 **dict(zip(names, values)),
+                "seed_mean": mean.mean if mean else None,
+                "seeds": len(mean.values) if mean else None,
+                "tied": "tied" if mean and place.is_tied(mean.config) else "",
                 "steps": steps,
                 "wall_seconds": seconds,
                 **{name: trial.params.get(name) for name in sorted(study_params(study))},
-                "note": note,
+                "note": trial_note(trial),
             }
         )
     first, sign = names[0], (1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1)
     rows.sort(
         key=lambda r: (
             STATE_ORDER.get(TrialState[r["state"]], 4),
+            sign * r["seed_mean"] if r["seed_mean"] is not None else math.inf,
             sign * r[first] if r[first] is not None else math.inf,
         )
     )
@@ -249,7 +271,9 @@ def report(sweep_dir: Path, storage: str | None = None, study_name: str | None =
     """Build the report; returns what it printed and wrote (for tests and scripts)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = load_study(sweep_dir, storage, study_name)
-    rows = leaderboard(study)
+    single = len(study.directions) == 1
+    place = standing(study.get_trials(deepcopy=False), minimizes(study)) if single else None
+    rows = leaderboard(study, place)
     print(f"Study {study.study_name!r}: {len(rows)} trials")
     print(format_table(rows))
     result: dict[str, Any] = {"study": study.study_name, "rows": rows}
@@ -263,12 +287,10 @@ def report(sweep_dir: Path, storage: str | None = None, study_name: str | None =
         return result
     if len(study.directions) > 1:
         return report_pareto_front(study, sweep_dir, result)
-    best = study.best_trial
+    best = next(t for t in complete if t.number == place.best.trials[0])
     command = rerun_command(best)
-    (sweep_dir / "best_overrides.txt").write_text(command + "\n")
-    print(f"\nBest trial {best.number}: {objective_names(study)[0]} {best.value:.4f}")
-    for name, value in best.params.items():
-        print(f"  {name} = {value}")
+    (sweep_dir / "best_overrides.txt").write_text("\n".join([*tie_lines(place), command]) + "\n")
+    print_best(study, best, place)
     print(f"Re-run it: {command}")
     scores = importances(study)
     if scores:
@@ -276,13 +298,36 @@ def report(sweep_dir: Path, storage: str | None = None, study_name: str | None =
         for name, value in scores.items():
             print(f"  {name:30s} {value:.3f}")
     cost = sweep_cost(study)
-    print(f"\n{cost.line()}")
+    stopped = stored_decision(study)
+    print(f"\n{floor_line(place)}")
+    if stopped is not None:
+        print(stopped.line())
+    print(cost.line())
     result.update(
-        best_trial=best.number, best_value=best.value, command=command, importances=scores, cost=cost
+        best_trial=best.number,
+        best_value=best.value,
+        best_seed_mean=place.best.mean,
+        noise_floor=place.floor,
+        tied_trials=[m.trials[0] for m in place.tied] if len(place.tied) > 1 else [],
+        command=command,
+        importances=scores,
+        cost=cost,
     )
     result["plots"] = write_plots(study, sweep_dir, with_importances=bool(scores))
     print(f"\nWrote leaderboard.csv, best_overrides.txt and {len(result['plots'])} plots to {sweep_dir}")
     return result
+
+
+def print_best(study: optuna.Study, best: FrozenTrial, place: Standing) -> None:
+    """The best configuration (by seed mean), its parameters and the configurations tied with it."""
+    mean = place.best
+    over = f" (seed mean {mean.mean:.4f} over {len(mean.values)} seeds)" if len(mean.values) > 1 else ""
+    print(f"\nBest trial {best.number}: {objective_names(study)[0]} {best.value:.4f}{over}")
+    for name, value in best.params.items():
+        print(f"  {name} = {value}")
+    if len(place.tied) > 1:
+        others = ", ".join(f"{m.trials[0]} ({m.mean:.4f})" for m in place.tied[1:])
+        print(f"Tied with it within the noise floor {place.floor:.4g}: trials {others}")
 
 
 def rerun_command(trial: FrozenTrial) -> str:

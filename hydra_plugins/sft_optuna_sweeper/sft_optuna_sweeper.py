@@ -17,10 +17,12 @@ from hydra.plugins.sweeper import Sweeper
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 
 from sweep.lr_prior import register_resolver
+from sweep.stopping import StoppingRule
 
 
 class SFTOptunaSweeper(Sweeper):
-    """Delegates to sweep.optuna_sweeper.SFTOptunaSweeper (resume, parallel workers, pruning, grids …)."""
+    """Delegates to sweep.optuna_sweeper.SFTOptunaSweeper (resume, parallel workers, pruning, grids, noise
+    repeats, stopping …)."""
 
     def __init__(self, **kwargs: Any) -> None:
         from sweep.optuna_sweeper import SFTOptunaSweeper as Implementation
@@ -32,6 +34,17 @@ class SFTOptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         return self.implementation.sweep(arguments)
+
+
+@dataclass
+class StoppingConf:
+    """hydra.sweeper.stopping: the rule that stops a sweep once further trials are unlikely to beat its best
+    by more than its measured noise (sweep/stopping.py; its defaults are the rule's, set by replay in
+    docs/sweeps.md). Off by itself for multi-objective studies and the grid sampler."""
+
+    enabled: bool = True  # false: run n_trials whatever the rule says (also goes on with a stopped study)
+    patience: int = StoppingRule.patience  # search trials in a row not beating the best by > the floor
+    min_trials: int = StoppingRule.min_trials  # finished trials (repeats included) before it may stop
 
 
 @dataclass
@@ -57,6 +70,12 @@ class SFTOptunaSweeperConf(OptunaSweeperConf):
     # score data.task_metric names), task_metric.<score>, wall_seconds … or a list of them for a
     # multi-objective study (then `direction` is a list too, and pruning is off: Optuna prunes one objective)
     objective: Any = "best_eval_loss"
+    # re-runs of the best configuration after the first complete trial, at seeds seed+1 … seed+N: they
+    # measure the sweep's noise floor (the spread of that configuration's seeds), which ties and the
+    # stopping rule need. 2 gives three seeds, as the recorded grids' floors have (docs/sweeps.md), for 2 of
+    # the default's 20 trials; they count toward n_trials and are never pruned. 0 = no floor, so no stopping
+    noise_repeats: int = 2
+    stopping: StoppingConf = field(default_factory=StoppingConf)
 
 
 ConfigStore.instance().store(

@@ -11,6 +11,7 @@ from sweep.cost import PLANNED, STEPS, TOKENS, record_cost, sweep_cost
 
 def told(study, value, metrics, state=TrialState.COMPLETE):
     trial = study.ask()
+    trial.suggest_int("x", 0, 1000)  # each trial its own configuration (equal params are one, sweep/noise.py)
     record_cost(trial, metrics)
     study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
 

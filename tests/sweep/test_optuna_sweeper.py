@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from sweep.report import override_value, report, rerun_overrides
@@ -454,3 +455,49 @@ def test_the_dashboard_serves_the_sweeps_trials_over_http(sweep_dir):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_sweep_repeats_its_best_at_other_seeds_stops_itself_and_marks_ties(tmp_path):
+    """The tiny sweep with noise repeats and a short stopping rule: trial 0's configuration runs again at
+    seeds 43 and 44 (in the job's own config, never pruned though the median pruner is on), the sweep stops
+    before n_trials with no trial left RUNNING, and every complete trial's TensorBoard run gets its regret."""
+    from tests.sweep.test_hparams_regret import declared_metrics, scalars
+
+    folder = tmp_path / "noise"
+    output = run_sweep(
+        folder,
+        "hydra.sweeper.noise_repeats=2",
+        "hydra.sweeper.stopping.patience=1",
+        "hydra.sweeper.stopping.min_trials=4",
+        "hydra.sweeper.n_trials=8",
+    )
+    study = load(folder)
+    trials = study.trials
+    assert [(t.user_attrs.get("noise_repeat_of"), t.user_attrs.get("seed")) for t in trials[:3]] == [
+        (None, None),
+        (0, 43),
+        (0, 44),
+    ]
+    for trial in trials[:3]:
+        assert trial.state == TrialState.COMPLETE and trial.params == trials[0].params
+        config = (folder / f"trial_{trial.number}" / "config.yaml").read_text()
+        assert f"seed: {trial.user_attrs.get('seed', 42)}\n" in config
+    assert (
+        trials[1].intermediate_values == trials[2].intermediate_values == {}
+    )  # reported nothing to prune by
+    assert len({t.value for t in trials[:3]}) == 3  # the seeds train differently: a floor above 0
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    decision = study.user_attrs["stop_decision"]
+    assert decision["finished"] == len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) < 8
+    spread = max(t.value for t in trials[:3]) - min(t.value for t in trials[:3])
+    assert study.user_attrs["noise_floor"] == pytest.approx(spread)
+    assert "Sweep stopped itself after" in output
+    last = [line for line in output.splitlines() if "compute:" in line][-1]
+    assert "stopping" in last and f"noise floor {spread:.4g}" in last
+    results = yaml.safe_load((folder / "optimization_results.yaml").read_text())
+    best = results["best_trial"]
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        tensorboard = folder / f"trial_{trial.number}" / "tensorboard"
+        assert "hparam/regret_in_noise_floors" in declared_metrics(tensorboard)
+        regret = scalars(tensorboard, "hparam/regret_in_noise_floors")[-1][1]
+        assert regret == pytest.approx(0.0) if trial.number == best else regret >= 0.0

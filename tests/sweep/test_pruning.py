@@ -82,3 +82,14 @@ def test_no_trial_is_pruned_inside_warmup():
     callback = evaluate_through_callback(trial, [5, 10, 15, 20, 25, 30], 100, 0.2)
     assert callback.pruned_at == 25
     assert sorted(study.get_trials()[0].intermediate_values) == [25]
+
+
+def test_a_noise_repeat_is_never_pruned_and_reports_nothing():
+    always = optuna.pruners.ThresholdPruner(upper=0.0)  # would prune any trial at its first report
+    study = optuna.create_study(pruner=always)
+    study.enqueue_trial({}, user_attrs={"noise_repeat_of": 0, "seed": 43})
+    repeat, searched = study.ask(), study.ask()
+    assert evaluate_through_callback(repeat, [10, 20, 30], 30, 0.0).pruned_at is None
+    assert evaluate_through_callback(searched, [10, 20, 30], 30, 0.0).pruned_at == 10
+    values = {t.number: t.intermediate_values for t in study.get_trials()}
+    assert values == {repeat.number: {}, searched.number: {33: 1.0}}  # the pruner never saw the repeat

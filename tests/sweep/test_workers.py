@@ -66,7 +66,9 @@ class StandInLauncher:
 def make_worker(
     storage: str, sweep_dir: Path, job, n_trials: int, enqueue_trials=None, n_jobs: int = 1, **extra
 ) -> SFTOptunaSweeper:
-    """A sweep worker as Hydra would build it from hparams_search (TPE seeded alike in every worker)."""
+    """A sweep worker as Hydra would build it from hparams_search (TPE seeded alike in every worker); without
+    noise repeats (so without a stopping decision) unless `extra` asks for them."""
+    extra = {"noise_repeats": 0, **extra}
     worker = SFTOptunaSweeper(
         max_failures=10,
         enqueue_trials=enqueue_trials,
@@ -88,7 +90,8 @@ def make_worker(
                 "sweep": {"dir": str(sweep_dir)},
                 "launcher": {"_target_": "stand-in"},
                 "job": {"env_set": {}},
-            }
+            },
+            "seed": 42,
         }
     )
     worker.sweeper.launcher = StandInLauncher(job)
