@@ -5,11 +5,19 @@ The idea is optuna.terminator's (stop once the remaining improvement is below th
 written small: that module is deprecated since Optuna 4.9, its evaluators need scipy, it counts only COMPLETE
 trials (ours are often PRUNED) and it hooks study.optimize, which our ask/tell sweeper does not use.
 
-The rule here (its constants are the replay's, docs/sweeps.md): with the noise floor known, stop after
+The rule here: with the noise floor known, stop after
 `patience` consecutive finished search trials that did not beat the best seed mean so far by more than the
 floor. A pruned trial did not beat it (the pruner stopped it for being worse at the same phase). Noise
 repeats are not search trials: they measure the floor and move the best's mean, and never count towards
-patience."""
+patience.
+
+Its constants are the replay's (`python -m sweep.replay replay=stopping`, docs/sweeps.md, "Stopping, noise
+repeats and n_trials"): with 2 noise repeats after the first trial, patience 4 stops the default sweep
+after 7 trials on both recorded grids, at 35-37% of a fixed 20-trial sweep's optimizer steps, with every
+seed's recommendation within the grid's floor; patience 5 reaches 38-40% and 3 saves 3 points more.
+Without its first trial no patience up to 8 keeps the within-floor share near the fixed sweep's within 60%
+of its compute (the figures are in the docs). min_trials 6 does not bind while 2 repeats follow the first
+complete trial (the first stop comes after 3 + patience trials); it holds back a sweep run with fewer."""
 
 from __future__ import annotations
 

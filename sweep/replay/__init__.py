@@ -5,6 +5,7 @@
     python -m sweep.replay benchmarks/grid_gpu.csv hparams_search=default,previous_default
     python -m sweep.replay outputs/sweeps/my_study                          # your own finished study
     python -m sweep.replay replay=pruners                                   # the pruners tried for the default
+    python -m sweep.replay replay=stopping                                  # the stopping rule's patience tried
 
 A strategy is an `hparams_search` preset (plus overrides): its real Optuna sampler, pruner, search space,
 enqueued trials, early stopping and reporting unit. Each replayed trial's sampled configuration is snapped
@@ -14,6 +15,14 @@ by one, as the training job would, until it is pruned, stopped early or finished
 with several seeds is one grid point: the mean of its seeds' curves (a lucky seed would otherwise become
 the best configuration no sweep can be expected to find). Its cost is the optimizer
 steps it ran; its value is its best eval loss so far, as a real trial's objective.
+
+A strategy with `n_trials` (conf/replay) is replayed as the live sweeper runs it: at most n_trials trials,
+its `noise_repeats` re-runs of the first complete trial's configuration right after it (a recorded seed's
+run where the grid has one, else that run moved by a labelled draw from the grid's noise floor; never
+pruned), and its `stopping` rule (sweep/stopping.py) asked before every trial. It gets two more rows: the
+sweep run to n_trials, and the same sweep stopped where the rule said (compute, regret of the configuration
+it recommends, the share of seeds within the floor). `replay.curves=seed` replays the grid seed's own run of
+a configuration instead of its seed mean.
 
 Several grids replay in one run, each with every strategy. A preset is composed for each grid's own model
 (its curves' model columns), so a model-derived learning-rate prior (sweep/lr_prior.py) is the one a sweep
@@ -31,7 +40,9 @@ best configuration pruned in at most 1 of 20 seeds.
 
 The modules, in the order a run uses them: `cli` (the command line), `loading` (curves CSVs and sweep
 folders), `recording` (the grid of curves and regret), `grid_stats` (noise floor, separation, effects, the
-learning-rate rule against the grid), `strategy` (presets composed through Hydra), `simulate` (snapping and
-running a curve through a real sampler and pruner), `score` (a strategy's row), `run` (every strategy on
+learning-rate rule against the grid), `strategy` (presets composed through Hydra), `repeats` (what a trial or a
+noise repeat replays), `simulate` (snapping and running a curve through a real sampler and pruner, the cap,
+the repeats and the rule), `score` (a strategy's row), `stop_score` (a capped strategy's fixed and stopped
+rows), `run` (every strategy on
 every grid, and the results), `report` (the printed text) and `plots`.
 """

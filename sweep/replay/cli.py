@@ -62,5 +62,6 @@ def parse_arguments(argv: list[str]) -> tuple[list[Path], dict[str, StrategySpec
         budgets=[float(b) for b in config["budgets"]],
         target_budget=float(config["target_budget"]),
         output=config.get("output"),
+        curves=str(config.get("curves", "mean")),
     )
     return sources, specs, settings

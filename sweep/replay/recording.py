@@ -75,6 +75,7 @@ class Recording:
     fixed: dict[str, Any]  # the keys that do not
     baseline: float
     repeats: dict[tuple, list[float]] = field(default_factory=dict)  # config -> best loss of every seed
+    runs: dict[tuple, list[Curve]] = field(default_factory=dict)  # config -> each seed's curve, grid seed 1st
     model: dict[str, Any] = field(default_factory=lambda: dict(ASSUMED_MODEL))  # MODEL_KEYS -> value
     model_assumed: bool = True  # no model columns: ASSUMED_MODEL
 
@@ -85,6 +86,14 @@ class Recording:
     @property
     def best_config(self) -> tuple:
         return min(self.curves, key=lambda c: self.curves[c].best)
+
+    @property
+    def floor_loss(self) -> float | None:
+        """The one-run noise floor in eval-loss units: the median spread (max - min) of the best eval loss
+        over the configurations recorded with several seeds; None without seeds (grid_stats.noise_floor
+        gives it in regret units)."""
+        spreads = [max(v) - min(v) for v in self.repeats.values() if len(v) >= 2]
+        return statistics.median(spreads) if spreads else None
 
     @property
     def total_steps(self) -> int:
@@ -161,4 +170,4 @@ def build_recording(curves: list[Curve], baselines: list[float]) -> Recording:
         runs_of[config].append(curve)
     grid = {config: mean_curve(runs) for config, runs in runs_of.items()}
     repeats = {config: [run.best for run in runs] for config, runs in runs_of.items()}
-    return Recording(grid, keys, fixed, statistics.median(baselines), repeats)
+    return Recording(grid, keys, fixed, statistics.median(baselines), repeats, dict(runs_of))

@@ -113,9 +113,43 @@ def table_lines(grid: GridResult, budgets: list[float]) -> list[str]:
     return lines
 
 
+def stop_lines(grid: GridResult) -> list[str]:
+    """The capped strategies: each run to its n_trials and stopped by its rule, with compute and regret at
+    the end, and which noise repeats were drawn from the floor instead of recorded seeds."""
+    if not grid.stop_rows:
+        return []
+    lines = [
+        f"Compute until the sweep ends (optimizer steps; runs of the grid's best configuration; median share of "
+        f"each seed's fixed sweep / median over median), regret of its recommendation (median / p90), seeds "
+        f"within max(1%, floor) = {grid.target.median_regret_percent:.2f}%:",
+        "strategy | sweep | trials | steps | runs of best | of fixed | regret at end | within floor | "
+        "best pruned | stopped | drawn repeats",
+    ]
+    for row in grid.stop_rows:
+        lines.append(
+            f"{row.strategy} | {row.sweep} | {row.median_trials:g} | {row.median_steps:g} | "
+            f"{row.median_runs_of_best:.2f} | {_percent(row.median_share_of_fixed)} / "
+            f"{_percent(row.share_of_median_fixed)} | {row.regret.median:.2f}% / {row.regret.p90:.2f}% | "
+            f"{_percent(row.within_floor)} | {row.grid_best_pruned_seeds}/{row.seeds} | "
+            f"{row.stopped_seeds}/{row.seeds} | {_percent(row.drawn_repeats)}"
+        )
+    lines.append(
+        "Drawn repeats: a noise repeat of a configuration without a recorded seed replays its first run moved "
+        "by a normal draw from the grid's one-run floor (seeded per replay seed and trial), not a recorded run."
+    )
+    return lines
+
+
 def format_grid(grid: GridResult, budgets: list[float]) -> list[str]:
-    """One grid's lines: what it is, its noise floor and target, the rule against its best, the table."""
-    return [*grid_lines(grid), *statistics_lines(grid), *context_lines(grid), *table_lines(grid, budgets)]
+    """One grid's lines: what it is, its noise floor and target, the rule against its best, the table, the
+    capped strategies' compute and regret at their end."""
+    return [
+        *grid_lines(grid),
+        *statistics_lines(grid),
+        *context_lines(grid),
+        *table_lines(grid, budgets),
+        *stop_lines(grid),
+    ]
 
 
 def format_summary(result: ReplayResult) -> list[str]:

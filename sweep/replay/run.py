@@ -22,6 +22,7 @@ from sweep.replay.loading import grid_labels, load_recording
 from sweep.replay.recording import Recording
 from sweep.replay.score import StrategyRow, Target, summarize
 from sweep.replay.simulate import SweepTrace, differs_from_grid, replay_sweep
+from sweep.replay.stop_score import StopRow, stop_rows
 from sweep.replay.strategy import Strategy, StrategySpec, compose_for_grid, model_overrides, rule_for_grid
 
 
@@ -33,6 +34,7 @@ class Settings:
     budgets: list[float]  # fractions of each grid's total optimizer steps
     target_budget: float  # where the target is judged
     output: str | None = None  # folder for replay.json and the plots; None: outputs/replay/<grid names>
+    curves: str = "mean"  # what a search trial replays (sweep/replay/repeats.py CURVES)
 
 
 def plain(value: Any) -> Any:
@@ -92,6 +94,7 @@ class GridResult:
     differs_from_grid: dict[str, dict[str, list[Any]]]  # strategy -> key -> [its value, the grid's]
     rows: list[StrategyRow]
     traces: dict[str, list[SweepTrace]]  # strategy -> its sweeps, one per seed
+    stop_rows: list[StopRow] = dataclasses.field(default_factory=list)  # the capped strategies' sweeps
 
     def to_json(self) -> dict[str, Any]:
         """Everything but the sweeps themselves (replay.json)."""
@@ -149,12 +152,16 @@ def replay_grid(
     target = Target.of(recording, settings.target_budget)
     max_steps = max(*settings.budgets, settings.target_budget) * recording.total_steps
     grid_model_words = model_overrides(recording.model)
-    strategies, rows, traces, differences = [], [], {}, {}
+    strategies, rows, traces, differences, stopped = [], [], {}, {}, []
     for name, spec in specs.items():
         strategy = compose_for_grid(name, spec, grid_model_words, composed)
         strategies.append(strategy)
-        traces[name] = [replay_sweep(recording, strategy, seed, max_steps) for seed in range(settings.seeds)]
+        traces[name] = [
+            replay_sweep(recording, strategy, seed, max_steps, settings.curves)
+            for seed in range(settings.seeds)
+        ]
         rows.append(summarize(recording, strategy, traces[name], settings.budgets, target))
+        stopped += stop_rows(recording, strategy, traces[name], target)
         if found := differs_from_grid(recording, strategy):
             differences[name] = found
     prior = rule_for_grid(strategies[0] if strategies else None, grid_model_words, recording.model_assumed)
@@ -170,6 +177,7 @@ def replay_grid(
         differs_from_grid=differences,
         rows=rows,
         traces=traces,
+        stop_rows=stopped,
     )
 
 

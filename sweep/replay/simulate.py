@@ -11,8 +11,10 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep.replay.recording import Curve, Recording
+from sweep.replay.repeats import first_run, repeat_run
 from sweep.replay.strategy import Strategy
 from sweep.space import search_space
+from sweep.stopping import Outcome, StoppingRule, decide
 
 LOG_SCALE_KEYS = ("optim.learning_rate", "lora.r", "lora.alpha", "optim.num_train_epochs")
 
@@ -105,10 +107,13 @@ def suggest(trial: optuna.Trial, name: str, distribution: optuna.distributions.B
     return trial.suggest_categorical(name, distribution.choices)
 
 
-def run_curve(trial: optuna.Trial, curve: Curve, strategy: Strategy) -> tuple[float, int, bool]:
+def run_curve(
+    trial: optuna.Trial, curve: Curve, strategy: Strategy, prune: bool = True
+) -> tuple[float, int, bool]:
     """Report a recorded curve to the trial as the job's PruningCallback would (nothing inside the curve's
     own warmup: the replayed trial is the recorded run); early stopping as transformers'
-    EarlyStoppingCallback would. Returns (best eval loss, steps run, pruned)."""
+    EarlyStoppingCallback would. A noise repeat (`prune=False`) reports every eval and is never pruned.
+    Returns (best eval loss, steps run, pruned)."""
     from sweep.pruning import report_step
 
     best, stalls = math.inf, 0
@@ -124,7 +129,7 @@ def run_curve(trial: optuna.Trial, curve: Curve, strategy: Strategy) -> tuple[fl
         if point.step > warmup_steps:
             at = report_step(point.step, curve.planned_steps, strategy.report_at, strategy.eval_fraction)
             trial.report(point.loss, at)
-            if trial.should_prune():
+            if prune and trial.should_prune():
                 return curve.best_until(index), point.step, True
         if strategy.early_stopping_patience and stalls >= strategy.early_stopping_patience:
             return curve.best_until(index), point.step, False
@@ -133,23 +138,65 @@ def run_curve(trial: optuna.Trial, curve: Curve, strategy: Strategy) -> tuple[fl
 
 @dataclass
 class SweepTrace:
-    """One replayed sweep: for every trial, the cumulative steps when it ended, its value and outcome, and
-    which of its sampled values lay beyond the grid (snapped to its edge)."""
+    """One replayed sweep: for every trial, the cumulative steps when it ended, its value and outcome, which
+    of its sampled values lay beyond the grid (snapped to its edge), whether it was a noise repeat and
+    whether that repeat's seed was drawn from the floor; and where the stopping rule would have stopped."""
 
     ends: list[int] = field(default_factory=list)
     values: list[float | None] = field(default_factory=list)  # None for pruned trials
     configs: list[tuple] = field(default_factory=list)
     pruned: list[bool] = field(default_factory=list)
     outside: list[dict[str, str]] = field(default_factory=list)  # sampled key -> "below" or "above"
+    params: list[dict[str, Any]] = field(default_factory=list)  # what the sampler (or the queue) gave
+    repeats: list[bool] = field(default_factory=list)
+    drawn: list[bool] = field(default_factory=list)  # a repeat whose seed the grid did not record
+    stop_at: int | None = None  # trials run when the rule first said stop; None: it never did
+    reason: str = ""  # the rule's last sentence
 
     def best_within(self, budget: float) -> float | None:
         """The best value of the trials that ended within `budget` cumulative steps; None before any."""
         found = [v for end, v in zip(self.ends, self.values) if end <= budget and v is not None]
         return min(found) if found else None
 
+    def outcomes(self) -> list[Outcome]:
+        """The trials as the stopping rule reads them (sweep/stopping.py)."""
+        return [
+            Outcome(n, p, v, r) for n, (p, v, r) in enumerate(zip(self.params, self.values, self.repeats))
+        ]
 
-def replay_sweep(recording: Recording, strategy: Strategy, seed: int, max_steps: float) -> SweepTrace:
-    """One sweep of `strategy` (sampler seeded with `seed`) until it has used `max_steps` optimizer steps."""
+    def check_stop(self, rule: StoppingRule | None) -> None:
+        """Ask the rule before the next trial, as the live sweeper does; the first stop is kept."""
+        if rule is not None and self.stop_at is None:
+            decision = decide(self.outcomes(), rule)
+            self.reason = decision.reason
+            if decision.stop:
+                self.stop_at = len(self.ends)
+
+
+def _goes_on(trace: SweepTrace, used: int, max_steps: float, strategy: Strategy, configs: int) -> bool:
+    """Another trial: up to n_trials where the strategy has a cap, else until `max_steps` steps."""
+    if strategy.n_trials is not None:
+        return len(trace.ends) < strategy.n_trials
+    return used < max_steps and len(trace.ends) < 10 * configs
+
+
+def _repeats_due(trace: SweepTrace, strategy: Strategy) -> list[tuple[int, int]]:
+    """After the first complete trial: (its number, repeat number) for each noise repeat of it."""
+    complete = [n for n, v in enumerate(trace.values) if v is not None]
+    if not strategy.noise_repeats or len(complete) != 1 or any(trace.repeats):
+        return []
+    return [(complete[0], k) for k in range(1, strategy.noise_repeats + 1)]
+
+
+def replay_sweep(
+    recording: Recording, strategy: Strategy, seed: int, max_steps: float, curves: str = "mean"
+) -> SweepTrace:
+    """One sweep of `strategy` (sampler seeded with `seed`) until it has used `max_steps` optimizer steps or,
+    for a strategy with n_trials, run n_trials trials: its noise repeats right after the first complete
+    trial, the stopping rule asked before every trial (the sweep goes on to the cap, so one replay gives
+    the fixed sweep and, as its first `stop_at` trials, the stopped one; no stop_at: the rule never stopped
+    it before the cap). `curves` (repeats.CURVES): what a
+    search trial replays."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space, _, _ = search_space([f"{k}={v}" for k, v in strategy.params.items()])
     study = optuna.create_study(
@@ -160,22 +207,31 @@ def replay_sweep(recording: Recording, strategy: Strategy, seed: int, max_steps:
     )
     for params in strategy.enqueue_trials:
         study.enqueue_trial(params, skip_if_exists=True)
-    trace, used = SweepTrace(), 0
-    while used < max_steps and len(trace.ends) < 10 * len(recording.curves):
+    trace, used, due = SweepTrace(), 0, []
+    while _goes_on(trace, used, max_steps, strategy, len(recording.curves)):
+        trace.check_stop(strategy.stopping)
+        repeat = due.pop(0) if due else None
+        if repeat:  # the same parameters again, at another seed: not dropped as a duplicate
+            study.enqueue_trial(trace.params[repeat[0]])
         trial = study.ask()
         params = {name: suggest(trial, name, distribution) for name, distribution in space.items()}
         config = snap(recording, params, strategy)
-        curve = recording.curves[config]
-        value, steps, pruned = run_curve(trial, curve, strategy)
+        curve, drawn = first_run(recording, config, curves), False
+        if repeat:
+            key = repr((seed, trial.number, repeat[1], config))
+            curve, drawn = repeat_run(recording, config, repeat[1], curve, key)
+        value, steps, pruned = run_curve(trial, curve, strategy, prune=repeat is None)
         pruned = pruned or not curve.complete and steps < curve.planned_steps
         used += steps
         if pruned:
             study.tell(trial, state=TrialState.PRUNED)
         else:
             study.tell(trial, value)
-        trace.ends.append(used)
-        trace.values.append(None if pruned else value)
-        trace.configs.append(config)
-        trace.pruned.append(pruned)
+        for column, item in zip(
+            (trace.ends, trace.values, trace.configs, trace.pruned, trace.params, trace.repeats, trace.drawn),
+            (used, None if pruned else value, config, pruned, params, repeat is not None, drawn),
+        ):
+            column.append(item)
         trace.outside.append(outside_grid(recording, params))
+        due = due or _repeats_due(trace, strategy)
     return trace

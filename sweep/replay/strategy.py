@@ -12,6 +12,7 @@ import optuna
 
 from sweep.replay.recording import RUN_KEYS
 from sweep.space import grid_choices
+from sweep.stopping import StoppingRule
 from sweep.study import OPTUNA_TARGETS
 
 
@@ -24,16 +25,27 @@ class StrategySpec:
     sampler: dict[str, Any] | None = None  # None: the preset's
     pruner: dict[str, Any] | None = None  # None: the preset's, unless no_pruner
     no_pruner: bool = False  # `pruner: null`: every trial runs to the end
+    n_trials: int | None = None  # the most trials the sweep runs, noise repeats included; None: no cap
+    noise_repeats: int = 0  # re-runs of the best configuration at other seeds after the first complete trial
+    stopping: StoppingRule | None = None  # the rule that may stop the sweep before n_trials; None: none
 
     @classmethod
     def from_config(cls, node: dict[str, Any]) -> StrategySpec:
-        """From a conf/replay `strategies` entry (`overrides`, and optional `sampler`, `pruner`)."""
-        given_pruner = node.get("pruner")
+        """From a conf/replay `strategies` entry (`overrides`, and optional `sampler`, `pruner`, `n_trials`,
+        `noise_repeats`, `stopping`: StoppingRule's fields, `{}` for its defaults)."""
+        given_pruner, stopping = node.get("pruner"), node.get("stopping")
+        if (stopping is not None or node.get("noise_repeats")) and node.get("n_trials") is None:
+            raise SystemExit(
+                f"A replayed strategy with noise repeats or a stopping rule needs n_trials: {node}"
+            )
         return cls(
             overrides=list(node["overrides"]),
             sampler=dict(node["sampler"]) if node.get("sampler") else None,
             pruner=dict(given_pruner) if given_pruner else None,
             no_pruner="pruner" in node and not given_pruner,
+            n_trials=node.get("n_trials"),
+            noise_repeats=int(node.get("noise_repeats") or 0),
+            stopping=None if stopping is None else StoppingRule(**stopping),
         )
 
 
@@ -54,6 +66,9 @@ class Strategy:
     warmup_ratio: float
     early_stopping_patience: int
     early_stopping_threshold: float
+    n_trials: int | None = None  # StrategySpec's
+    noise_repeats: int = 0
+    stopping: StoppingRule | None = None
 
     def make_sampler(self, seed: int, space: dict[str, Any]) -> optuna.samplers.BaseSampler:
         """The preset's sampler, seeded with `seed` where it takes a seed."""
@@ -170,6 +185,9 @@ def compose_for_grid(
         name=name,
         sampler_config=spec.sampler or strategy.sampler_config,
         pruner_config=None if spec.no_pruner else spec.pruner or strategy.pruner_config,
+        n_trials=spec.n_trials,
+        noise_repeats=spec.noise_repeats,
+        stopping=spec.stopping,
     )
 
 

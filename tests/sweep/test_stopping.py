@@ -41,3 +41,27 @@ def test_a_real_improvement_restarts_the_count():
     decision = decide([*REPEATS, *search(3, [0.2, 0.2, 0.2, 0.05, 0.2])], rule)  # 0.05 beats 0.1007 by 0.05
     assert not decision.stop and decision.reason == "1 of 4 trials without improvement"
     assert decision.best.trials == (6,)
+
+
+def test_repeats_never_count_towards_patience_and_min_trials_holds_the_rule_back():
+    rule = StoppingRule(patience=2, min_trials=6)
+    # trials 0, 1 (repeat), 2 (repeat), 3, 4: two search trials without improvement, but only 5 finished
+    assert decide([*REPEATS, *search(3, [0.2, None])], rule).reason == "5 of at least 6 trials finished"
+    late = [
+        Outcome(0, FIRST, 0.100),
+        *search(1, [0.2]),
+        Outcome(2, FIRST, 0.104, True),
+        *search(3, [0.3, 0.3]),
+    ]
+    assert not decide(late, rule).stop  # 4 finished < 6, although 3 search trials did not improve
+    assert decide(
+        [*late, Outcome(5, FIRST, 0.098, True)], rule
+    ).stop  # the repeat is the 6th, not a 4th stale
+
+
+def test_maximize_reads_improvement_upwards():
+    rule = StoppingRule(patience=2, min_trials=5)
+    up = [Outcome(0, FIRST, 0.50), Outcome(1, FIRST, 0.52, True), Outcome(2, FIRST, 0.48, True)]
+    assert not decide([*up, *search(3, [0.60, 0.40])], rule, minimize=False).stop  # 0.60 beats 0.50 by 0.1
+    decision = decide([*up, *search(3, [0.51, 0.40])], rule, minimize=False)
+    assert decision.stop and decision.best.mean == pytest.approx(0.51) and decision.finished == 5

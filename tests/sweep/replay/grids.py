@@ -15,6 +15,8 @@ from sweep.replay.recording import ASSUMED_MODEL
 from sweep.replay.run import GridInfo, GridResult
 from sweep.replay.score import Regret, StrategyRow, Target
 from sweep.replay.simulate import SweepTrace
+from sweep.replay.strategy import Strategy
+from sweep.stopping import StoppingRule
 
 REPO = Path(__file__).resolve().parents[3]
 GPU_GRID = REPO / "benchmarks" / "grid_gpu.csv"
@@ -171,3 +173,41 @@ def grid_result(**changes) -> GridResult:
         traces={"a": [SweepTrace()], "b": [SweepTrace()]},
     )
     return GridResult(**{**fields, **changes})
+
+
+def tiny_rows() -> list[dict]:
+    """Three learning rates at r16, 1 epoch (24 steps each, 8 evals), the bowl's best (4e-4) with seeds 43
+    (+0.001) and 44 (-0.002): a one-run floor of 0.003."""
+    rows = []
+    for trial, learning_rate in enumerate((1e-4, 4e-4, 1e-3)):
+        rows += curve_rows(trial, learning_rate, 16, 1, 0.05, None)
+    for seed, shift in ((43, 0.001), (44, -0.002)):
+        rows += [
+            dict(r, trial=100 + seed, seed=seed, eval_loss=r["eval_loss"] + shift)
+            for r in rows
+            if r["trial"] == 1
+        ]
+    return rows
+
+
+def tiny_strategy(first_learning_rate: float, **changes) -> Strategy:
+    """A random search over the tiny grid's learning rate, no pruner, first trial at `first_learning_rate`,
+    at most 8 trials with 2 noise repeats and the stopping rule of patience 2 after 4 trials."""
+    fields = dict(
+        name="tiny",
+        overrides=(),
+        sampler_config={"_target_": "optuna.samplers.RandomSampler", "seed": 0},
+        pruner_config=None,
+        params={"optim.learning_rate": "tag(log, interval(1e-4, 1e-3))"},
+        fixed={"lora.r": 16, "lora.alpha": 32, "optim.num_train_epochs": 1, "optim.warmup_ratio": 0.05},
+        enqueue_trials=[{"optim.learning_rate": first_learning_rate}],
+        report_at="schedule",
+        eval_fraction=0.125,
+        warmup_ratio=0.05,
+        early_stopping_patience=0,
+        early_stopping_threshold=0.0,
+        n_trials=8,
+        noise_repeats=2,
+        stopping=StoppingRule(patience=2, min_trials=4),
+    )
+    return Strategy(**{**fields, **changes})

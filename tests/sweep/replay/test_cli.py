@@ -9,9 +9,12 @@ import pytest
 from sweep.replay.cli import parse_arguments
 from sweep.replay.run import Settings
 from sweep.replay.strategy import StrategySpec
+from sweep.stopping import StoppingRule
 from tests.sweep.replay.grids import ARITHMETIC_GRID, GPU_GRID
 
 DEFAULT_STRATEGIES = {
+    "default_stop",
+    "default_no_enqueue_stop",
     "default",
     "default_no_enqueue",
     "tpe",
@@ -33,6 +36,18 @@ def test_without_sources_both_recorded_grids_and_the_default_strategies():
     assert specs["default"] == StrategySpec(["hparams_search=default"])
     assert specs["tpe"].no_pruner and specs["tpe"].sampler is None
     assert specs["random"].sampler == {"_target_": "optuna.samplers.RandomSampler", "seed": 0}
+    assert specs["default_stop"] == StrategySpec(
+        ["hparams_search=default"], n_trials=20, noise_repeats=2, stopping=StoppingRule()
+    )
+    assert specs["tpe"].n_trials is None and specs["tpe"].stopping is None and settings.curves == "mean"
+
+
+def test_a_strategy_with_repeats_or_a_rule_needs_n_trials_and_curves_can_be_the_seeds_own():
+    with pytest.raises(SystemExit, match="noise repeats or a stopping rule needs n_trials"):
+        StrategySpec.from_config({"overrides": [], "stopping": {"patience": 3}})
+    spec = StrategySpec.from_config({"overrides": [], "n_trials": 9, "stopping": {"patience": 3}})
+    assert spec.stopping == StoppingRule(patience=3) and spec.noise_repeats == 0
+    assert parse_arguments(["replay.curves=seed"])[2].curves == "seed"
 
 
 def test_sources_then_presets_settings_and_overrides_for_every_strategy():
@@ -73,6 +88,6 @@ def test_another_replay_config_replaces_the_strategies_and_keeps_the_settings():
         "hydra.sweeper.pruner.n_warmup_steps=50",
     ]
     with pytest.raises(
-        SystemExit, match=r"replay=nope: no conf/replay/nope.yaml \(options: default, pruners\)"
+        SystemExit, match=r"replay=nope: no conf/replay/nope.yaml \(options: default, pruners, stopping\)"
     ):
         parse_arguments(["replay=nope"])

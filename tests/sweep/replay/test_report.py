@@ -6,6 +6,8 @@ from __future__ import annotations
 from sweep.replay.grid_stats import Separation
 from sweep.replay.report import format_grid, format_table
 from sweep.replay.run import GridVerdict, ReplayResult, SummaryEntry
+from sweep.replay.score import Regret
+from sweep.replay.stop_score import StopRow
 from tests.sweep.replay.grids import grid_result
 
 BUDGETS = [0.1, 0.5]
@@ -68,3 +70,25 @@ def test_the_summary_has_every_strategy_on_every_grid():
         "a | 0.00% / 0.00% (1.00%), 0/100 | 0.88% / 4.81% (1.28%), 2/100 | no",
         "b | 0.00% / 0.00% (1.00%), 0/100 | 0.88% / 4.81% (1.28%), 2/100 | yes",
     ]
+
+
+def test_a_capped_strategy_reads_its_fixed_and_stopped_sweeps():
+    rows = [
+        StopRow("a", "fixed 20 trials", 100, 20, 1035, 14.375, 1.0, 1.0, Regret(0.0, 0.37), 0.98, 1, 0, 0.9),
+        StopRow(
+            "a", "stopping rule", 100, 7, 372, 5.1667, 0.3594, 0.3599, Regret(0.37, 1.5), 0.95, 0, 97, 0.9
+        ),
+    ]
+    lines = format_grid(grid_result(stop_rows=rows), BUDGETS)
+    assert lines[-5:] == [
+        "Compute until the sweep ends (optimizer steps; runs of the grid's best configuration; median share of "
+        "each seed's fixed sweep / median over median), regret of its recommendation (median / p90), seeds "
+        "within max(1%, floor) = 1.00%:",
+        "strategy | sweep | trials | steps | runs of best | of fixed | regret at end | within floor | "
+        "best pruned | stopped | drawn repeats",
+        "a | fixed 20 trials | 20 | 1035 | 14.38 | 100% / 100% | 0.00% / 0.37% | 98% | 1/100 | 0/100 | 90%",
+        "a | stopping rule | 7 | 372 | 5.17 | 36% / 36% | 0.37% / 1.50% | 95% | 0/100 | 97/100 | 90%",
+        "Drawn repeats: a noise repeat of a configuration without a recorded seed replays its first run moved "
+        "by a normal draw from the grid's one-run floor (seeded per replay seed and trial), not a recorded run.",
+    ]
+    assert format_grid(grid_result(), BUDGETS)[-1] == "  b: none"  # no capped strategy: no such lines
