@@ -146,7 +146,26 @@ def parts(data: Path, tokenizer, rows: int = 2000) -> dict[str, float]:
             {"input_ids": encodings["input_ids"][i], "offset_mapping": encodings["offset_mapping"][i]},
         )
     clock["labelling"] = time.perf_counter() - started
+    clock.update(encoding_threads(tokenizer, [text for text, _ in rendered]))
     return {part: seconds * 1000 / rows for part, seconds in clock.items()}
+
+
+def encoding_threads(tokenizer, texts: list[str], rounds: int = 5) -> dict[str, float]:
+    """Seconds of the batched encoding with the tokenizer's own threads on and off (TOKENIZERS_PARALLELISM,
+    which the Rust tokenizer reads at each call), the median of `rounds` alternated runs of each, so load
+    from other jobs that changes meanwhile weighs on both alike."""
+    times: dict[str, list[float]] = {"true": [], "false": []}
+    for _ in range(rounds):
+        for setting, measured_times in times.items():
+            os.environ["TOKENIZERS_PARALLELISM"] = setting
+            started = time.perf_counter()
+            tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+            measured_times.append(time.perf_counter() - started)
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    return {
+        f"encoding, tokenizer threads {'on' if on == 'true' else 'off'}": sorted(t)[rounds // 2]
+        for on, t in times.items()
+    }
 
 
 OVERRIDES = ["model=tiny", "data=jsonl", "data.max_length=2048", "data.eval_fraction=0.01"]
