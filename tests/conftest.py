@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 
 from src.config import compose
+from tests.forked_cli import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -59,14 +59,13 @@ def run_module(
     cwd: Path = ROOT,
     input_text: str | None = None,
 ):
-    """`python -m <module> <args>` in a subprocess, as a user would start it; output captured as text."""
-    return subprocess.run(
+    """`python -m <module> <args>` in a process of its own, as a user would start it (a fork of this worker's
+    preloaded server where that is the same: tests/forked_cli.py); output captured as text."""
+    return run_python(
         [sys.executable, "-m", module, *args],
-        input=input_text,
         cwd=cwd,
         env=None if env is None else {**os.environ, **env},
-        capture_output=True,
-        text=True,
+        input=input_text,
         timeout=timeout,
     )
 

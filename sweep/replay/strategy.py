@@ -10,6 +10,7 @@ from typing import Any
 
 import optuna
 
+from sweep.convergence import stopping_rule
 from sweep.replay.recording import RUN_KEYS
 from sweep.space import grid_choices
 from sweep.stopping import StoppingRule
@@ -25,27 +26,28 @@ class StrategySpec:
     sampler: dict[str, Any] | None = None  # None: the preset's
     pruner: dict[str, Any] | None = None  # None: the preset's, unless no_pruner
     no_pruner: bool = False  # `pruner: null`: every trial runs to the end
-    n_trials: int | None = None  # the most trials the sweep runs, noise repeats included; None: no cap
-    noise_repeats: int = 0  # re-runs of the best configuration at other seeds after the first complete trial
-    stopping: StoppingRule | None = None  # the rule that may stop the sweep before n_trials; None: none
+    # `live: true`: the sweep as the live sweeper runs the preset: at most its hydra.sweeper.n_trials trials,
+    # its noise_repeats and its stopping rule (set them with overrides, e.g.
+    # hydra.sweeper.stopping.patience=3). false: no cap, no repeats, no rule; the sweep runs on until the
+    # replay's largest budget of steps
+    live: bool = False
 
     @classmethod
     def from_config(cls, node: dict[str, Any]) -> StrategySpec:
-        """From a conf/replay `strategies` entry (`overrides`, and optional `sampler`, `pruner`, `n_trials`,
-        `noise_repeats`, `stopping`: StoppingRule's fields, `{}` for its defaults)."""
-        given_pruner, stopping = node.get("pruner"), node.get("stopping")
-        if (stopping is not None or node.get("noise_repeats")) and node.get("n_trials") is None:
+        """From a conf/replay `strategies` entry (`overrides`, and optional `sampler`, `pruner`, `live`)."""
+        unknown = set(node) - {"overrides", "sampler", "pruner", "live"}
+        if unknown:
             raise SystemExit(
-                f"A replayed strategy with noise repeats or a stopping rule needs n_trials: {node}"
+                f"A replayed strategy has no key {sorted(unknown)}; use overrides, sampler, pruner, live "
+                f"(n_trials, noise_repeats and stopping come from the preset's hydra.sweeper): {node}"
             )
+        given_pruner = node.get("pruner")
         return cls(
             overrides=list(node["overrides"]),
             sampler=dict(node["sampler"]) if node.get("sampler") else None,
             pruner=dict(given_pruner) if given_pruner else None,
             no_pruner="pruner" in node and not given_pruner,
-            n_trials=node.get("n_trials"),
-            noise_repeats=int(node.get("noise_repeats") or 0),
-            stopping=None if stopping is None else StoppingRule(**stopping),
+            live=bool(node.get("live", False)),
         )
 
 
@@ -66,9 +68,11 @@ class Strategy:
     warmup_ratio: float
     early_stopping_patience: int
     early_stopping_threshold: float
-    n_trials: int | None = None  # StrategySpec's
-    noise_repeats: int = 0
-    stopping: StoppingRule | None = None
+    n_trials: int | None = None  # the most trials, noise repeats included; None: no cap
+    noise_repeats: int = (
+        0  # re-runs of the first complete trial's configuration at other seeds, right after it
+    )
+    stopping: StoppingRule | None = None  # the rule that may stop the sweep before n_trials; None: none
 
     def make_sampler(self, seed: int, space: dict[str, Any]) -> optuna.samplers.BaseSampler:
         """The preset's sampler, seeded with `seed` where it takes a seed."""
@@ -129,6 +133,9 @@ def compose_strategy(name: str, overrides: list[str]) -> Strategy:
         warmup_ratio=float(cfg.optim.warmup_ratio),
         early_stopping_patience=int(cfg.eval.early_stopping_patience),
         early_stopping_threshold=float(cfg.eval.early_stopping_threshold),
+        n_trials=int(sweeper.n_trials),
+        noise_repeats=int(sweeper.get("noise_repeats", 0)),
+        stopping=stopping_rule(OmegaConf.to_container(sweeper.stopping)) if "stopping" in sweeper else None,
     )
 
 
@@ -171,7 +178,8 @@ def compose_for_grid(
     name: str, spec: StrategySpec, grid_model_words: list[str], composed: dict[tuple, Strategy]
 ) -> Strategy:
     """The strategy composed on the grid's model (unless its overrides choose a model), with the spec's
-    sampler and pruner in place of the preset's. `composed` keeps every composition by its words, so a
+    sampler and pruner in place of the preset's, and its cap, noise repeats and stopping rule only for a
+    `live` spec. `composed` keeps every composition by its words, so a
     preset composed once serves every strategy and grid that asks for the same words."""
     words = [*spec.overrides]
     if not touches_model(words):
@@ -185,9 +193,9 @@ def compose_for_grid(
         name=name,
         sampler_config=spec.sampler or strategy.sampler_config,
         pruner_config=None if spec.no_pruner else spec.pruner or strategy.pruner_config,
-        n_trials=spec.n_trials,
-        noise_repeats=spec.noise_repeats,
-        stopping=spec.stopping,
+        n_trials=strategy.n_trials if spec.live else None,
+        noise_repeats=strategy.noise_repeats if spec.live else 0,
+        stopping=strategy.stopping if spec.live else None,
     )
 
 

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from tests.conftest import CACHE, ROOT, TINY
+from tests.forked_cli import run_python
 
 
 def chats(count: int) -> list[dict]:
@@ -54,6 +55,6 @@ def test_two_prepares_at_once_tokenize_once_and_the_cache_serves_a_third(tmp_pat
     for out in outputs:
         assert "  train: 1600 examples" in out and "  eval: 400 examples" in out  # eval_fraction=0.2
         assert f"Train on it: python -m src.train {' '.join(overrides)}" in out
-    third = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    third = run_python(command, cwd=ROOT, env=env, timeout=600)
     assert third.returncode == 0 and "Data read from the cache in" in third.stdout
     assert [p.name for p in (cache / "data").iterdir() if p.name.startswith(".")] == []  # no temporary folder

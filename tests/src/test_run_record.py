@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from src.config import ConfigError
 from src.run_info import claim_run_dir, complete_checkpoints
 from tests.conftest import ROOT, TINY
+from tests.forked_cli import run_python
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +38,7 @@ def command(run_dir: Path, *extra: str) -> list[str]:
 
 
 def run(run_dir: Path, *extra: str) -> None:
-    result = subprocess.run(command(run_dir, *extra), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = run_python(command(run_dir, *extra), cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -139,7 +140,7 @@ def folder_digest(folder: Path) -> dict[str, str]:
 
 
 def refused(run_dir: Path, *extra: str) -> str:
-    result = subprocess.run(command(run_dir, *extra), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = run_python(command(run_dir, *extra), cwd=ROOT, timeout=600)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stdout + result.stderr
     return result.stdout + result.stderr

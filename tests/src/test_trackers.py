@@ -9,6 +9,7 @@ import os
 import pytest
 
 from tests.conftest import CACHE, ROOT, TINY, run_module
+from tests.forked_cli import run_python
 
 pytestmark = pytest.mark.slow  # each test trains in a subprocess
 
@@ -54,11 +55,10 @@ def test_a_run_logs_metrics_and_params_to_mlflow(tmp_path):
 
 
 def test_a_sweep_files_its_trials_under_the_study_name(tmp_path):
-    import subprocess
     import sys
 
     store = tmp_path / "mlflow.db"
-    result = subprocess.run(
+    result = run_python(
         [
             sys.executable,
             "-m",
@@ -73,8 +73,6 @@ def test_a_sweep_files_its_trials_under_the_study_name(tmp_path):
         ],
         cwd=ROOT,
         env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"},
-        capture_output=True,
-        text=True,
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]

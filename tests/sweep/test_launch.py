@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 
 import optuna
 import pytest
@@ -19,6 +18,7 @@ from sweep.study import (
     running_trial,
 )
 from tests.conftest import ROOT
+from tests.forked_cli import run_python
 from tests.sweep.test_optuna_sweeper import sweep_command
 from tests.sweep.test_workers import StandInLauncher, load, make_worker
 
@@ -76,7 +76,7 @@ def test_joblib_launcher_runs_trials_in_parallel_on_separate_gpus(tmp_path):
     import os
 
     folder = tmp_path / "joblib"
-    result = subprocess.run(
+    result = run_python(
         sweep_command(
             folder,
             "hydra/launcher=joblib_gpus",
@@ -85,8 +85,6 @@ def test_joblib_launcher_runs_trials_in_parallel_on_separate_gpus(tmp_path):
             "hydra.sweeper.pruner=null",
         ),
         cwd=ROOT,
-        capture_output=True,
-        text=True,
         timeout=900,
         # the sweeper pins each parallel trial to one of these; on a CPU machine nothing else changes
         env={**os.environ, "CUDA_VISIBLE_DEVICES": "0,1"},

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from sweep.report import override_value, report, rerun_overrides
 from tests.conftest import ROOT, logged_hparams, logged_session_status, typed_config
+from tests.forked_cli import run_python
 
 DIVERGE = "{optim.learning_rate:1e10,lora.r:8,optim.warmup_ratio:0.0}"
 
@@ -40,11 +41,9 @@ def sweep_command(sweep_dir: Path, *overrides: str) -> list[str]:
 
 
 def run_sweep(sweep_dir: Path, *overrides: str) -> str:
-    result = subprocess.run(
+    result = run_python(
         sweep_command(sweep_dir, *overrides),
         cwd=ROOT,
-        capture_output=True,
-        text=True,
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-4000:]
@@ -155,9 +154,7 @@ def test_best_overrides_rerun_the_best_trial_as_a_plain_single_run(sweep_dir, tm
     assert command[:3] == ["python", "-m", "src.train"]
     assert not any(word.startswith(("hparams_search", "trial=", "hydra.", "-m")) for word in command[3:])
     run_dir = tmp_path / "rerun"
-    result = subprocess.run(
-        [sys.executable, *command[1:], f"hydra.run.dir={run_dir}"], cwd=ROOT, capture_output=True, text=True
-    )
+    result = run_python([sys.executable, *command[1:], f"hydra.run.dir={run_dir}"], cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     rerun = json.loads((run_dir / "metrics.json").read_text())
     assert rerun["best_eval_loss"] == pytest.approx(load(sweep_dir).best_value, abs=1e-6)
@@ -246,7 +243,7 @@ def test_a_grid_preset_runs_every_grid_point_once(tmp_path):
         'hydra.sweeper.params={optim.learning_rate:"choice(1e-3,1e-2)",lora.r:"choice(4,8)",'
         'optim.num_train_epochs:"choice(1)"}'
     )
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    result = run_python(command, cwd=ROOT, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     study = optuna.load_study(study_name="grid_default", storage=f"sqlite:///{folder / 'optuna.db'}")
     grid = {(t.params["optim.learning_rate"], t.params["lora.r"]) for t in study.trials}
@@ -277,7 +274,7 @@ def test_a_killed_grid_sweep_runs_its_interrupted_point_again_on_resume(tmp_path
         "eval.steps=10",
     ]
     kill_once_trial_checkpoints(command, folder / "trial_1")
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    result = run_python(command, cwd=ROOT, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Grid point of interrupted trial 1 queued again" in result.stdout + result.stderr
     study = optuna.load_study(study_name="grid_default", storage=f"sqlite:///{folder / 'optuna.db'}")
@@ -308,19 +305,13 @@ def test_a_three_trial_sweep_measures_the_untouched_model_once(tmp_path):
 def test_a_study_created_for_another_sweep_is_refused_in_one_sentence(tmp_path):
     """Its identity (search space and fixed overrides) is stored in the study; re-running the study with
     other data or a narrowed choice used to report the old best trial, or crash TPE and leave a trial RUNNING."""
-    first = subprocess.run(
-        sweep_command(tmp_path, "hydra.sweeper.n_trials=0"), cwd=ROOT, capture_output=True, text=True
-    )
+    first = run_python(sweep_command(tmp_path, "hydra.sweeper.n_trials=0"), cwd=ROOT)
     assert first.returncode == 0, first.stderr[-2000:]
-    again = subprocess.run(
-        sweep_command(tmp_path, "hydra.sweeper.n_trials=0"), cwd=ROOT, capture_output=True, text=True
-    )
+    again = run_python(sweep_command(tmp_path, "hydra.sweeper.n_trials=0"), cwd=ROOT)
     assert again.returncode == 0, again.stderr[-2000:]  # the same sweep resumes its study
-    other = subprocess.run(
+    other = run_python(
         sweep_command(tmp_path, "hydra.sweeper.n_trials=0", "lora.r=choice(2,32)", "data.max_length=64"),
         cwd=ROOT,
-        capture_output=True,
-        text=True,
     )
     output = other.stdout + other.stderr
     assert other.returncode == 2 and "Traceback" not in output
@@ -344,11 +335,9 @@ def test_a_storage_that_cannot_hold_the_study_is_refused_in_one_sentence(tmp_pat
     if setup == "corrupt":
         (tmp_path / "optuna.db").write_text("not a database")
     before = (tmp_path / "optuna.db").read_bytes() if setup else None
-    result = subprocess.run(
+    result = run_python(
         sweep_command(tmp_path, "hydra.sweeper.n_trials=1", *overrides),
         cwd=ROOT,
-        capture_output=True,
-        text=True,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 2 and message in output and "Traceback" not in output, output[-2000:]
@@ -363,11 +352,9 @@ def test_an_unquoted_comma_list_inside_a_sweep_is_refused_and_a_list_works(tmp_p
     for name in ("a", "b"):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    refused = subprocess.run(
+    refused = run_python(
         sweep_command(tmp_path / "s1", "data=jsonl", f"data.path={a},{b}"),
         cwd=ROOT,
-        capture_output=True,
-        text=True,
     )
     output = refused.stdout + refused.stderr
     assert refused.returncode == 2 and "would search over data.path" in output and "Traceback" not in output
@@ -385,11 +372,9 @@ def test_an_enqueued_trial_the_space_cannot_produce_is_refused_before_any_trial(
         ("[{lora.r:12}]", "lora.r=12 is not one of its choices [4, 8, 16]"),
         ("[{optim.weight_decay:0.1}]", "optim.weight_decay is not searched"),
     ]:
-        result = subprocess.run(
+        result = run_python(
             sweep_command(tmp_path, f"hydra.sweeper.enqueue_trials={enqueued}"),
             cwd=ROOT,
-            capture_output=True,
-            text=True,
         )
         output = result.stdout + result.stderr
         assert result.returncode == 2 and "Traceback" not in output, output[-3000:]

@@ -9,7 +9,6 @@ import pytest
 from sweep.replay.cli import parse_arguments
 from sweep.replay.run import Settings
 from sweep.replay.strategy import StrategySpec
-from sweep.stopping import StoppingRule
 from tests.sweep.replay.grids import ARITHMETIC_GRID, GPU_GRID
 
 DEFAULT_STRATEGIES = {
@@ -36,17 +35,15 @@ def test_without_sources_both_recorded_grids_and_the_default_strategies():
     assert specs["default"] == StrategySpec(["hparams_search=default"])
     assert specs["tpe"].no_pruner and specs["tpe"].sampler is None
     assert specs["random"].sampler == {"_target_": "optuna.samplers.RandomSampler", "seed": 0}
-    assert specs["default_stop"] == StrategySpec(
-        ["hparams_search=default"], n_trials=20, noise_repeats=2, stopping=StoppingRule()
-    )
-    assert specs["tpe"].n_trials is None and specs["tpe"].stopping is None and settings.curves == "mean"
+    assert specs["default_stop"] == StrategySpec(["hparams_search=default"], live=True)
+    assert not specs["tpe"].live and settings.curves == "mean"
 
 
-def test_a_strategy_with_repeats_or_a_rule_needs_n_trials_and_curves_can_be_the_seeds_own():
-    with pytest.raises(SystemExit, match="noise repeats or a stopping rule needs n_trials"):
-        StrategySpec.from_config({"overrides": [], "stopping": {"patience": 3}})
-    spec = StrategySpec.from_config({"overrides": [], "n_trials": 9, "stopping": {"patience": 3}})
-    assert spec.stopping == StoppingRule(patience=3) and spec.noise_repeats == 0
+def test_a_strategy_takes_its_cap_from_the_preset_and_curves_can_be_the_seeds_own():
+    with pytest.raises(SystemExit, match=r"no key \['n_trials'\].*come from the preset's hydra.sweeper"):
+        StrategySpec.from_config({"overrides": [], "n_trials": 9})
+    spec = StrategySpec.from_config({"overrides": ["hydra.sweeper.stopping.patience=3"], "live": True})
+    assert spec.live and not StrategySpec.from_config({"overrides": []}).live
     assert parse_arguments(["replay.curves=seed"])[2].curves == "seed"
 
 
