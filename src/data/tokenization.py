@@ -301,9 +301,34 @@ def tokenize_split(
     """The split tokenized into Arrow files in `work_dir` (usable rows only; the eval split keeps each
     example's conversation as JSON), and its length statistics; its rows are counted on `bar`."""
     keep = name == "eval"
+    mapped = _map_split(split, name, tokenizer, cfg, fmt, work_dir, fingerprint, bar, keep)
+    statuses, answer_cut = _judge_rows(mapped, cfg, skipped)
+    tokenized_rows = (statuses == "") | (statuses == ANSWER_TRUNCATED)
+    lengths = _column(mapped, "length")[tokenized_rows]
+    truncated_targets = int(_column(mapped, "truncated_target")[tokenized_rows].sum())
+    _check_truncation(lengths, answer_cut, name, cfg, skipped)
+    usable = np.flatnonzero(statuses == "")
+    if not len(usable):
+        raise ConfigError(
+            f"data: no usable {name} examples left (skipped: {dict(skipped) or 'none'}, "
+            f"max_length={cfg.max_length}); fix the data or raise data.max_length."
+        )
+    kept = ["input_ids", "labels", *([CONVERSATION] if keep else [])]
+    tokenized = mapped.select_columns(kept)
+    if len(usable) < len(mapped):
+        tokenized = tokenized.select(usable, indices_cache_file_name=str(work_dir / f"usable-{name}.indices"))
+    stats = length_stats(lengths)
+    stats["truncated_targets"] = truncated_targets
+    stats.update(waste_figures(tokenized, cfg.max_length, cfg.packing_strategy))
+    return tokenized, stats
+
+
+def _map_split(split, name, tokenizer, cfg, fmt, work_dir, fingerprint, bar, keep) -> Dataset:
+    """`tokenize_rows` over the split in batches, in `data.num_proc` worker processes where it is large
+    enough: every row with its status, origin and length columns."""
     processes = worker_processes(cfg.num_proc, len(split))
     with bar.counter(processes) if bar else contextlib.nullcontext() as count_rows:
-        mapped = split.map(
+        return split.map(
             tokenize_rows,
             batched=True,
             remove_columns=[c for c in split.column_names if c != ORIGIN],
@@ -321,6 +346,12 @@ def tokenize_split(
             new_fingerprint=f"{fingerprint}-{name}",  # our cache key: nothing is hashed, nothing reused
             load_from_cache_file=False,
         )
+
+
+def _judge_rows(mapped: Dataset, cfg: DataConfig, skipped: Counter) -> tuple[np.ndarray, list]:
+    """The bad rows in row order, as the parent judges them: the first refused one raises (naming its
+    file:line), the others fail or are counted by data.on_bad_example. Returns every row's status and the
+    (origin, length) of the rows truncation leaves without an answer."""
     status = mapped.data.column("status")
     bad_rows = np.flatnonzero(pc.not_equal(status, "").to_numpy(zero_copy_only=False))
     answer_cut: list[tuple[str, int]] = []  # (where, length) of examples truncation leaves without answer
@@ -335,12 +366,15 @@ def tokenize_split(
             handle_bad_example(
                 cfg.on_bad_example, row[ORIGIN], BadExample(row["status"], row["message"]), skipped
             )
-    statuses = status.to_numpy(zero_copy_only=False)
-    tokenized_rows = (statuses == "") | (statuses == ANSWER_TRUNCATED)
-    lengths = _column(mapped, "length")[tokenized_rows]
-    truncated_targets = int(_column(mapped, "truncated_target")[tokenized_rows].sum())
-    cut = truncates(cfg, name)
-    if cut and len(lengths) and lengths.min() > cfg.max_length:
+    return status.to_numpy(zero_copy_only=False), answer_cut
+
+
+def _check_truncation(
+    lengths: np.ndarray, answer_cut: list, name: str, cfg: DataConfig, skipped: Counter
+) -> None:
+    """Refuse a max_length shorter than every example; fail or count the examples it leaves without an
+    answer (data.on_bad_example)."""
+    if truncates(cfg, name) and len(lengths) and lengths.min() > cfg.max_length:
         raise ConfigError(
             f"data.max_length={cfg.max_length} is shorter than every example (shortest: {lengths.min()} "
             f"tokens); raise it to at least {length_stats(lengths)['p95']}."
@@ -353,17 +387,3 @@ def tokenize_split(
                 f"{max(length for _, length in answer_cut)} or set data.on_bad_example=skip."
             )
         skipped[ANSWER_TRUNCATED] += len(answer_cut)
-    usable = np.flatnonzero(statuses == "")
-    if not len(usable):
-        raise ConfigError(
-            f"data: no usable {name} examples left (skipped: {dict(skipped) or 'none'}, "
-            f"max_length={cfg.max_length}); fix the data or raise data.max_length."
-        )
-    kept = ["input_ids", "labels", *([CONVERSATION] if keep else [])]
-    tokenized = mapped.select_columns(kept)
-    if len(usable) < len(mapped):
-        tokenized = tokenized.select(usable, indices_cache_file_name=str(work_dir / f"usable-{name}.indices"))
-    stats = length_stats(lengths)
-    stats["truncated_targets"] = truncated_targets
-    stats.update(waste_figures(tokenized, cfg.max_length, cfg.packing_strategy))
-    return tokenized, stats
