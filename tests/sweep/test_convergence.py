@@ -5,7 +5,6 @@ decision, leave no trial RUNNING, and a worker started later starts nothing."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from datetime import datetime, timedelta
 
@@ -24,7 +23,7 @@ from sweep.convergence import (
 )
 from sweep.places import DONE
 from sweep.stopping import StoppingRule
-from tests.sweep.test_workers import load, make_worker
+from tests.sweep.test_workers import load, make_worker, sweep_at_once
 
 RULE = {"enabled": True, "patience": 2, "min_trials": 5}
 
@@ -36,11 +35,12 @@ def noisy_job(params: dict[str, str]) -> float:
     return (float(params["x"]) - 0.3) ** 2 + 0.01 * (int(params.get("seed", 42)) - 42)
 
 
-def worker(storage, folder, n_trials=30, stopping=RULE, **extra):
+def worker(storage, folder, n_trials=30, stopping=RULE, job=noisy_job, **extra):
+    """A sweeper over `job` whose first trial is x = 0.3, then 2 noise repeats of it, then the rule."""
     return make_worker(
         storage,
         folder,
-        noisy_job,
+        job,
         n_trials=n_trials,
         enqueue_trials=[{"x": 0.3}],
         noise_repeats=2,
@@ -53,21 +53,8 @@ def test_two_workers_stop_themselves_with_no_trial_left_running(tmp_path, monkey
     monkeypatch.setattr(optuna_sweeper, "POLL_SECONDS", 0.05)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     workers = [worker(storage, tmp_path / name) for name in ("a", "b")]
-    errors = []
-
-    def run(sweeper):
-        try:
-            sweeper.sweep([])
-        except BaseException as error:  # pragma: no cover - reported below
-            errors.append(error)
-
     with caplog.at_level(logging.INFO, logger="sweep.optuna_sweeper"):
-        threads = [threading.Thread(target=run, args=(w,)) for w in workers]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
-    assert not errors and not any(t.is_alive() for t in threads)
+        assert sweep_at_once(workers) == []
     study = load(storage)
     assert not study.get_trials(states=(TrialState.RUNNING,))  # both took the wait path to the end
     finished = [t for t in study.trials if t.state in DONE]

@@ -13,7 +13,8 @@ from sweep.convergence import NOISE_FLOOR
 from sweep.places import why_not_run
 from sweep.repeats import QUEUED, REPEAT_OF, SEED, queue_noise_repeats
 from tests.sweep.test_convergence import noisy_job
-from tests.sweep.test_workers import load, make_worker
+from tests.sweep.test_convergence import worker as repeating_worker
+from tests.sweep.test_workers import load
 
 
 def test_repeats_run_the_best_configuration_at_the_next_seeds_once_per_study(tmp_path):
@@ -25,15 +26,7 @@ def test_repeats_run_the_best_configuration_at_the_next_seeds_once_per_study(tmp
         return noisy_job(params)
 
     def sweep(n_trials):
-        worker = make_worker(
-            storage,
-            tmp_path,
-            job,
-            n_trials=n_trials,
-            enqueue_trials=[{"x": 0.3}],
-            noise_repeats=2,
-            stopping={"enabled": False},
-        )
+        worker = repeating_worker(storage, tmp_path, n_trials, stopping={"enabled": False}, job=job)
         worker.sweep([])
         return worker
 

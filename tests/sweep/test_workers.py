@@ -102,6 +102,24 @@ def load(storage: str) -> optuna.Study:
     return optuna.load_study(study_name="workers", storage=storage)
 
 
+def sweep_at_once(workers: list, timeout: float = 120) -> list:
+    """Every worker's sweep in a thread of its own, all at once; the errors they raised (none: [])."""
+    errors = []
+
+    def run(worker):
+        try:
+            worker.sweep([])
+        except BaseException as error:  # reported by the caller
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    return errors + [RuntimeError(f"{t.name} still running") for t in threads if t.is_alive()]
+
+
 def test_concurrent_workers_with_failing_trials_finish_exactly_n_trials_and_agree(tmp_path, monkeypatch):
     monkeypatch.setattr(optuna_sweeper, "POLL_SECONDS", 0.05)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
@@ -114,20 +132,7 @@ def test_concurrent_workers_with_failing_trials_finish_exactly_n_trials_and_agre
         return objective(params)
 
     workers = [make_worker(storage, tmp_path / name, job, n_trials=8) for name in ("a", "b", "c")]
-    errors = []
-
-    def run(worker):
-        try:
-            worker.sweep([])
-        except Exception as error:  # pragma: no cover - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not errors and not any(t.is_alive() for t in threads)
+    assert sweep_at_once(workers) == []
     study = load(storage)
     finished = [t.number for t in study.trials if t.state in DONE]
     assert len(finished) == 8
