@@ -37,19 +37,19 @@ TINY = [
 # The longest test files, scheduled first: `make test` runs one file per pytest-xdist worker, in this order
 # (--no-loadscope-reorder: xdist would otherwise start with the files holding the most tests), so a long file
 # started last would leave the other worker idle at the end.
-LONGEST_FIRST = (  # seconds of each file in a full run on 2 AVX2 cores, 2026-12-07
-    "test_optuna_sweeper.py",  # 356
-    "test_model.py",  # 138
-    "test_trainer.py",  # 103
-    "test_train_cli.py",  # 87
-    "test_tokenization.py",  # 83
-    "test_run_record.py",  # 67
-    "test_workers.py",  # 66
-    "test_distributed.py",  # 57
-    "test_config_checks.py",  # 51
-    "test_formats.py",  # 48
-    "test_study.py",  # 44
-    "test_main.py",  # 42
+LONGEST_FIRST = (  # by their time in a full run (`make test PYTEST_ARGS=--durations=0` shows it)
+    "test_optuna_sweeper.py",
+    "test_model.py",
+    "test_trainer.py",
+    "test_train_cli.py",
+    "test_tokenization.py",
+    "test_run_record.py",
+    "test_workers.py",
+    "test_distributed.py",
+    "test_config_checks.py",
+    "test_formats.py",
+    "test_study.py",
+    "test_main.py",
 )
 
 
