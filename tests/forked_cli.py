@@ -85,7 +85,10 @@ while line := commands.readline():
     for fd, (path, flags) in enumerate(
         [(request["stdin"], os.O_RDONLY), (request["stdout"], os.O_WRONLY), (request["stderr"], os.O_WRONLY)]
     ):
-        os.dup2(os.open(path, flags), fd)
+        opened = os.open(path, flags)  # may be `fd` itself: the command channel's 0 is closed above
+        if opened != fd:
+            os.dup2(opened, fd)
+            os.close(opened)
     sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", closefd=False)
     sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", closefd=False)
     sys.stderr = sys.__stderr__ = open(2, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False)

@@ -19,9 +19,9 @@ steps it ran; its value is its best eval loss so far, as a real trial's objectiv
 A strategy with `live: true` (conf/replay) is replayed as the live sweeper runs its preset: at most its
 hydra.sweeper.n_trials trials, its `noise_repeats` re-runs of the first complete trial's configuration
 right after it (a recorded seed's run where the grid has one, else that run moved by a labelled draw from
-the grid's noise floor; never pruned), and its `stopping` rule (sweep/stopping.py) asked before every trial. It gets two more rows: the
-sweep run to n_trials, and the same sweep stopped where the rule said (compute, regret of the configuration
-it recommends, the share of seeds within the floor). `replay.curves=seed` replays the grid seed's own run of
+the grid's noise floor; never pruned), and its `stopping` rule (sweep/stopping.py) asked before every
+trial. It gets two more rows: the sweep run to n_trials, and the same sweep stopped where the rule said
+(compute, regret of the configuration it recommends, the share of seeds within the floor). `replay.curves=seed` replays the grid seed's own run of
 a configuration instead of its seed mean.
 
 Several grids replay in one run, each with every strategy. A preset is composed for each grid's own model

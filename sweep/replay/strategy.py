@@ -69,9 +69,8 @@ class Strategy:
     early_stopping_patience: int
     early_stopping_threshold: float
     n_trials: int | None = None  # the most trials, noise repeats included; None: no cap
-    noise_repeats: int = (
-        0  # re-runs of the first complete trial's configuration at other seeds, right after it
-    )
+    # re-runs of the first complete trial's configuration at other seeds, right after it
+    noise_repeats: int = 0
     stopping: StoppingRule | None = None  # the rule that may stop the sweep before n_trials; None: none
 
     def make_sampler(self, seed: int, space: dict[str, Any]) -> optuna.samplers.BaseSampler:
@@ -179,8 +178,8 @@ def compose_for_grid(
 ) -> Strategy:
     """The strategy composed on the grid's model (unless its overrides choose a model), with the spec's
     sampler and pruner in place of the preset's, and its cap, noise repeats and stopping rule only for a
-    `live` spec. `composed` keeps every composition by its words, so a
-    preset composed once serves every strategy and grid that asks for the same words."""
+    `live` spec. `composed` keeps every composition by its words, so a preset composed once serves every
+    strategy and grid that asks for the same words."""
     words = [*spec.overrides]
     if not touches_model(words):
         words = [*words, *grid_model_words]

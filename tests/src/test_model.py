@@ -178,7 +178,7 @@ pytestmark = pytest.mark.slow
 def smollm_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("smollm") / "run"
     overrides = [
-        "optim.max_steps=8",  # ~4 s a step on one AVX2 core; its eval loss halves by step 4
+        "optim.max_steps=8",  # the eval loss halves by the eval at step 4
         "optim.learning_rate=1e-3",  # the published LoRA rule for this model's width (docs/sweeps.md)
         "eval.steps=4",
         "data.builtin_examples=40",

@@ -176,8 +176,8 @@ def test_any_override_combination_finishes_or_fails_in_one_message(
 
 
 def test_a_refusal_loads_no_torch():
-    """A refused command returns before torch, transformers and TRL load (~0.6 s instead of ~3 s): a fresh
-    interpreter, as the user starts it, with Python's own import log."""
+    """A refused command returns before torch, transformers and TRL load: a fresh interpreter, as the user
+    starts it, with Python's own import log."""
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "src.train", "optim.learning_rate=0"],
         cwd=ROOT,
