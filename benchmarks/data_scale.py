@@ -291,8 +291,9 @@ def main() -> None:
 
     from omegaconf import OmegaConf
 
+    from src.base_model import resolve_base
     from src.config import compose
-    from src.model import load_tokenizer, resolve_base
+    from src.tokenizer import load_tokenizer
 
     args.work.mkdir(parents=True, exist_ok=True)
     data = args.work / "chats.jsonl"

@@ -42,7 +42,8 @@ def load_model(run_dir: Path, merged: bool = False):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from src.model import resolve_base, torch_dtype
+    from src.base_model import resolve_base
+    from src.model import torch_dtype
     from src.patches import cpu_has_native_bf16
 
     cfg = load_run_config(run_dir)

@@ -37,10 +37,14 @@ def prepare(overrides: list[str]) -> int:
     from src.data.report import summarize_report
 
     disable_progress_bars()  # one bar, over all rows (src/data/progress.py): not one per map, split or save
-    from src.model import load_tokenizer, resolve_base
+    from src.base_model import resolve_base
+    from src.tokenizer import TokenizerSource
 
     try:
-        tokenizer = load_tokenizer(cfg.model, resolve_base(cfg.model, cfg.paths.cache_dir))
+        # the tokenizer is loaded only on a cache miss, or when its files changed (src/tokenizer.py)
+        tokenizer = TokenizerSource(
+            cfg.model, resolve_base(cfg.model, cfg.paths.cache_dir), cfg.paths.cache_dir
+        )
         data = prepare_data(cfg.data, tokenizer, cfg.paths.cache_dir, progress=True)
     except ConfigError as error:
         print(f"Error: {error}", file=sys.stderr)

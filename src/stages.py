@@ -13,6 +13,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from src import distributed, stop_tokens
 from src import model as model_stage
+from src.base_model import resolve_base
 from src.baseline import baseline_path, cached_or_measured
 from src.callbacks import (
     NonFiniteLossCallback,
@@ -32,6 +33,7 @@ from src.export import merge_adapter, save_adapter
 from src.memory import peak_memory_gb
 from src.patches import cpu_lm_head
 from src.run_info import claim_run_dir, hparams, result_line, run_metrics, summary_lines, write_metrics
+from src.tokenizer import load_tokenizer
 from src.trainer import RunTrainer, build_trainer, planned_steps, whole_run_train_loss
 
 if TYPE_CHECKING:
@@ -48,8 +50,8 @@ def build_tokenizer(cfg: TrainConfig) -> tuple[str, PreTrainedTokenizerBase]:
     """Resolve the base weights (converting the embedded GGUF once) and load its tokenizer."""
     set_seed(cfg.seed)
     with distributed.main_process_first():  # one process converts/downloads, the others read its copy
-        base = model_stage.resolve_base(cfg.model, cfg.paths.cache_dir)
-    tokenizer = model_stage.load_tokenizer(cfg.model, base)
+        base = resolve_base(cfg.model, cfg.paths.cache_dir)
+    tokenizer = load_tokenizer(cfg.model, base)
     if (stops := stop_tokens.describe(tokenizer)) and distributed.is_main():
         log.info(stops)
     return base, tokenizer

@@ -63,13 +63,14 @@ def training_examples(config) -> int:
     split and `data.max_train_examples`. Loads the tokenizer only, no model weights."""
     from omegaconf import OmegaConf
 
+    from src.base_model import resolve_base
     from src.config import DataConfig, ModelConfig
     from src.data.cache import prepare_data
-    from src.model import load_tokenizer, resolve_base
+    from src.tokenizer import TokenizerSource
 
     model = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), config.model))
     data = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), config.data))
-    tokenizer = load_tokenizer(model, resolve_base(model, config.paths.cache_dir))
+    tokenizer = TokenizerSource(model, resolve_base(model, config.paths.cache_dir), config.paths.cache_dir)
     return len(prepare_data(data, tokenizer, config.paths.cache_dir).train)
 
 

@@ -63,9 +63,10 @@ def run_variants(bench: DictConfig, cfg: TrainConfig, ours: TrainConfig) -> list
     """Load the model source, tokenizer and data once, then run every variant's steps in rounds."""
     from datasets import Dataset
 
+    from src.base_model import resolve_base
     from src.builtin_data import BUILTIN
     from src.data.cache import prepare_data
-    from src.model import load_tokenizer, resolve_base
+    from src.tokenizer import load_tokenizer
 
     base = resolve_base(cfg.model, cfg.paths.cache_dir)
     tokenizer = load_tokenizer(cfg.model, base)

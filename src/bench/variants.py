@@ -35,7 +35,7 @@ class Shared:
 
     preset: TrainConfig  # bench.train_overrides and the command's overrides (the plain TRL script's)
     ours: TrainConfig  # the same plus bench.ours_overrides, gradient checkpointing resolved to a bool
-    base: str  # the model's local path (src.model.resolve_base)
+    base: str  # the model's local path (src.base_model.resolve_base)
     tokenizer: Any
     data: Any  # src.data.cache.PreparedData
     raw_train: Any  # the built-in conversations as a datasets.Dataset, for the plain TRL script

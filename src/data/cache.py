@@ -10,7 +10,7 @@ import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datasets import Dataset, DatasetDict, load_from_disk
 from filelock import FileLock, Timeout
@@ -23,6 +23,10 @@ from src.data.loading import load_raw
 from src.data.progress import RowProgress
 from src.data.tokenization import CONVERSATION, tokenize_split, truncates
 from src.data_files import local_files
+from src.tokenizer import TokenizerSource
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +111,10 @@ def hub_revision(path: str, revision: str | None) -> str | None:
         return revision
 
 
-def cache_key(cfg: DataConfig, tokenizer, memo: DigestMemo | None = None) -> str:
+def cache_key(cfg: DataConfig, tokenizer_identity: list, memo: DigestMemo | None = None) -> str:
     """Everything that changes the tokenized output: source contents (local files' digests from `memo`
-    when given, src/data/digest.py), tokenizer, template, settings."""
-    vocab = hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()
+    when given, src/data/digest.py), the tokenizer's identity (vocabulary digest, chat template, end of
+    sequence: src/tokenizer.py::tokenizer_identity), settings."""
     parts = [
         CACHE_VERSION,
         _source_fingerprint(cfg, memo),
@@ -124,16 +128,14 @@ def cache_key(cfg: DataConfig, tokenizer, memo: DigestMemo | None = None) -> str
         cfg.on_bad_example,
         cfg.packing_strategy,  # the report's packed row counts
         [truncates(cfg, "train"), truncates(cfg, "eval")],
-        vocab,
-        tokenizer.chat_template,
-        tokenizer.eos_token,
+        *tokenizer_identity,
     ]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
 def prepare_data(
     cfg: DataConfig,
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase | TokenizerSource,
     cache_dir: str | Path,
     progress: bool = True,
     lock_timeout: float = LOCK_TIMEOUT_SECONDS,
@@ -141,9 +143,11 @@ def prepare_data(
     """Data stage: load, normalise, tokenize with masks, truncate; reuse the on-disk cache when it matches.
     `progress` shows one bar over both splits' rows (rows/s) on a cache miss. A process that finds another
     one tokenizing the same data waits for it up to `lock_timeout` seconds, then raises ConfigError naming
-    the lock file and `python -m src.prepare`."""
+    the lock file and `python -m src.prepare`. `tokenizer` is a loaded one, or a TokenizerSource that a cache
+    hit never loads (src/tokenizer.py)."""
+    source = tokenizer if isinstance(tokenizer, TokenizerSource) else TokenizerSource.of(tokenizer)
     memo = DigestMemo(Path(cache_dir) / "data")
-    key = cache_key(cfg, tokenizer, memo)
+    key = cache_key(cfg, source.identity(), memo)
     path = Path(cache_dir) / "data" / f"{cfg.name}-{key}"
     path.parent.mkdir(parents=True, exist_ok=True)
     memo.save()
@@ -158,7 +162,7 @@ def prepare_data(
         if from_cache:
             log.info("Tokenized data: reusing cache %s", path)
         else:
-            _tokenize_into(cfg, tokenizer, path, key, progress)
+            _tokenize_into(cfg, source.load(), path, key, progress)
     finally:
         lock.release()
     tokenized = load_from_disk(str(path / "dataset"))  # memory-mapped, on a cache miss too

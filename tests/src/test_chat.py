@@ -38,8 +38,8 @@ def reference_answers(run, max_new_tokens: int) -> list[str]:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from src.base_model import resolve_base
     from src.chat import load_run_config
-    from src.model import resolve_base
 
     cfg = load_run_config(run)
     base = AutoModelForCausalLM.from_pretrained(

@@ -39,7 +39,8 @@ def test_json_exact_match_compares_parsed_objects_and_counts_valid_ones():
 
 
 def test_the_reference_is_what_the_template_writes_after_the_prompt():
-    from src.model import load_tokenizer, resolve_base
+    from src.base_model import resolve_base
+    from src.tokenizer import load_tokenizer
     from tests.conftest import CACHE, TINY, typed_config
 
     cfg = typed_config(TINY)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from src.base_model import resolve_base
 from src.export import merge_adapter
-from src.model import build_model, load_tokenizer, resolve_base
+from src.model import build_model
+from src.tokenizer import load_tokenizer
 from tests.conftest import CACHE, TINY, typed_config
 
 

@@ -15,10 +15,12 @@ import torch
 from omegaconf import OmegaConf
 
 from src import stages
+from src.base_model import resolve_base
 from src.compute import Compute
 from src.config import ConfigError, validate
-from src.model import build_model, count_parameters, load_tokenizer, resolve_base
+from src.model import build_model, count_parameters
 from src.plan.estimate import plan
+from src.tokenizer import load_tokenizer
 from sweep.space import search_space
 from tests.conftest import CACHE, TINY, compose_config, run_module, typed_config
 

@@ -1,5 +1,6 @@
 """`python -m src.prepare`: tokenizes and caches the data of a training command, prints its report, and ends
-with the cache folder and the command that trains on it; of two started at once, only one tokenizes."""
+with the cache folder and the command that trains on it; of two started at once, only one tokenizes, and a
+third finds the cache without loading the tokenizer."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import sys
 import pytest
 
 from tests.conftest import CACHE, ROOT, TINY
-from tests.forked_cli import run_python
 
 
 def chats(count: int) -> list[dict]:
@@ -55,6 +55,16 @@ def test_two_prepares_at_once_tokenize_once_and_the_cache_serves_a_third(tmp_pat
     for out in outputs:
         assert "  train: 1600 examples" in out and "  eval: 400 examples" in out  # eval_fraction=0.2
         assert f"Train on it: python -m src.train {' '.join(overrides)}" in out
-    third = run_python(command, cwd=ROOT, env=env, timeout=600)
-    assert third.returncode == 0 and "Data read from the cache in" in third.stdout
+    # the hit, in a fresh interpreter as a user starts it: no tokenizer, so neither torch nor transformers
+    third = subprocess.run(
+        [sys.executable, "-X", "importtime", *command[1:]],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert third.returncode == 0 and "Data read from the cache in" in third.stdout, third.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in third.stderr.splitlines() if "|" in line}
+    assert "datasets" in imported and not imported & {"torch", "transformers", "trl"}
     assert [p.name for p in (cache / "data").iterdir() if p.name.startswith(".")] == []  # no temporary folder

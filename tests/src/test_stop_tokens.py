@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+from src.base_model import resolve_base
 from src.evaluate import generate_replies
 from src.export import merge_adapter
-from src.model import resolve_base
 from src.stop_tokens import describe, end_of_turn_id, stop_token_ids
 from tests.conftest import CACHE, TINY, typed_config
 

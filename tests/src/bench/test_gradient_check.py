@@ -33,9 +33,11 @@ def tiny_step():
     """The tiny model's LoRA gradients after one plain step on two packed rows, with its config and batch."""
     from trl import pack_dataset
 
+    from src.base_model import resolve_base
     from src.data.cache import prepare_data
     from src.data.collator import PackedRowsCollator
-    from src.model import build_model, load_tokenizer, resolve_base
+    from src.model import build_model
+    from src.tokenizer import load_tokenizer
 
     cfg = compose_config(TINY)
     base = resolve_base(cfg.model, CACHE)

@@ -27,8 +27,9 @@ def bare_loop_tokens_per_step(cfg, warmup: int, measured: int) -> float:
     packed rows, counted here from the prepared data."""
     from trl import pack_dataset
 
+    from src.base_model import resolve_base
     from src.data.cache import prepare_data
-    from src.model import load_tokenizer, resolve_base
+    from src.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model, resolve_base(cfg.model, CACHE))
     rows = pack_dataset(prepare_data(cfg.data, tokenizer, CACHE).train, seq_length=128, strategy="bfd")

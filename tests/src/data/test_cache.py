@@ -8,10 +8,11 @@ import pytest
 from datasets import Dataset
 from omegaconf import OmegaConf
 
+from src.base_model import resolve_base
 from src.data import cache, loading
 from src.data.cache import prepare_data
 from src.errors import ConfigError
-from src.model import load_tokenizer, resolve_base
+from src.tokenizer import load_tokenizer, tokenizer_identity
 from tests.conftest import CACHE, TINY, compose_config
 from tests.src.data.test_loading import data_config, write_jsonl
 
@@ -163,7 +164,9 @@ def test_a_process_waiting_past_the_lock_timeout_names_the_lock_and_prepare(toke
 
     path = write_jsonl(tmp_path / "t.jsonl", [{"prompt": f"Say {i}", "completion": str(i)} for i in range(4)])
     cfg = data_config(path)
-    lock = tmp_path / "cache" / "data" / f"{cfg.name}-{cache.cache_key(cfg, tokenizer)}.lock"
+    lock = (
+        tmp_path / "cache" / "data" / f"{cfg.name}-{cache.cache_key(cfg, tokenizer_identity(tokenizer))}.lock"
+    )
     lock.parent.mkdir(parents=True)
     with FileLock(lock), pytest.raises(ConfigError) as error:  # another process is tokenizing
         prepare_data(cfg, tokenizer, tmp_path / "cache", lock_timeout=0.3)

@@ -12,9 +12,10 @@ from transformers import AutoModelForCausalLM
 from trl import SFTTrainer, pack_dataset
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+from src.base_model import resolve_base
 from src.data.cache import prepare_data
 from src.data.tokenization import tokenize_example
-from src.model import load_tokenizer, resolve_base
+from src.tokenizer import load_tokenizer
 from src.trainer import training_arguments
 from tests.conftest import CACHE, TINY, compose_config
 

@@ -19,7 +19,8 @@ VALID_ROWS = [
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from src.model import load_tokenizer, resolve_base
+    from src.base_model import resolve_base
+    from src.tokenizer import load_tokenizer
     from tests.conftest import CACHE, TINY
 
     cfg = OmegaConf.to_object(compose_config(TINY))

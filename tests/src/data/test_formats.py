@@ -15,11 +15,12 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src import chat
+from src.base_model import resolve_base
 from src.compute import Compute
 from src.config import ConfigError
 from src.data.cache import prepare_data
 from src.data.tokenization import IGNORE_INDEX, render
-from src.model import load_tokenizer, resolve_base
+from src.tokenizer import load_tokenizer
 from src.train import train
 from tests.conftest import CACHE, TINY, compose_config
 from tests.src.data.test_loading import data_config, labelled_runs, write_jsonl

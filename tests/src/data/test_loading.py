@@ -7,10 +7,11 @@ import pytest
 from datasets import Dataset
 from omegaconf import OmegaConf
 
+from src.base_model import resolve_base
 from src.config import ConfigError, validate
 from src.data.cache import prepare_data
 from src.data.tokenization import IGNORE_INDEX
-from src.model import load_tokenizer, resolve_base
+from src.tokenizer import load_tokenizer
 from tests.conftest import CACHE, TINY, compose_config
 
 

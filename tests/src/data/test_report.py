@@ -8,9 +8,10 @@ from datasets import Dataset
 from omegaconf import OmegaConf
 
 from src import stages
+from src.base_model import resolve_base
 from src.data.cache import prepare_data
 from src.data.report import eval_cost_lines, log_report_to_tensorboard, summarize_report, waste_figures
-from src.model import load_tokenizer, resolve_base
+from src.tokenizer import load_tokenizer
 from tests.conftest import CACHE, TINY, compose_config
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

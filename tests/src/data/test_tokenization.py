@@ -13,11 +13,12 @@ from datasets import Dataset
 from omegaconf import OmegaConf
 from trl import pack_dataset
 
+from src.base_model import resolve_base
 from src.config import ConfigError
 from src.data.cache import prepare_data
 from src.data.report import summarize_report
 from src.data.tokenization import IGNORE_INDEX, render, tokenize_example
-from src.model import load_tokenizer, resolve_base
+from src.tokenizer import load_tokenizer
 from tests.conftest import CACHE, TINY, compose_config
 from tests.src.data.test_formats import TOOL_TEMPLATE, openai_tool_row, sharegpt_row, sharegpt_tool_row
 from tests.src.data.test_loading import ROWS, data_config, labelled_runs, write_jsonl
