@@ -4,7 +4,7 @@
 with 1 process and with all cores, in fresh processes, one after another.
 
 Each row of the CSV: wall seconds, rows/s, tokens/s, and peak memory: the largest sampled sum of `Pss_Anon`
-(/proc/<pid>/smaps_rollup, every 0.2 s) over the process tree, so worker processes count, shared pages count
+(/proc/<pid>/smaps_rollup, every SAMPLE_SECONDS) over the process tree, so worker processes count, shared pages count
 once and memory-mapped Arrow pages (which the kernel can drop) do not. Then ours a second time (the cache
 hit), and ours broken down by part on the first 2,000 rows, in this process.
 
@@ -37,6 +37,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's `src`, as `python -m src.prepare` from ROOT imports it
+# Reading smaps_rollup walks each process's page tables: ~77 ms of CPU per sample of a 3-process tree
+# tokenizing 40,000 rows (2-core AMD EPYC). Every 0.2 s that took ~40% of a core from the measured command,
+# which slowed the runs using both cores (2 worker processes) and not the 1-process ones; every 1 s it
+# takes ~8%, and the data stage's peak (its workers' steady state) lasts minutes.
+SAMPLE_SECONDS = 1.0
 WORDS = "the a of to and in is it that for on with as was be by this are or at from but not have can".split()
 WORDS += "model data token answer question reason example value result train learn number list point".split()
 
@@ -80,9 +85,13 @@ def measured(command: list[str], env: dict[str, str]) -> dict:
             command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
         )
         peak = 0
-        while process.poll() is None:
+        while True:
             peak = max(peak, tree_pss_anon_kb(process.pid))
-            time.sleep(0.2)
+            try:  # the end is seen at once, not at the next sample
+                process.wait(timeout=SAMPLE_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                pass
         wall = time.perf_counter() - started
         log.seek(0)
         output = log.read()
