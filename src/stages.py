@@ -33,7 +33,7 @@ from src.export import merge_adapter, save_adapter
 from src.memory import peak_memory_gb
 from src.patches import cpu_lm_head
 from src.run_info import claim_run_dir, hparams, result_line, run_metrics, summary_lines, write_metrics
-from src.tokenizer import load_tokenizer
+from src.tokenizer import TokenizerSource, load_tokenizer
 from src.trainer import RunTrainer, build_trainer, planned_steps, whole_run_train_loss
 
 if TYPE_CHECKING:
@@ -52,6 +52,8 @@ def build_tokenizer(cfg: TrainConfig) -> tuple[str, PreTrainedTokenizerBase]:
     with distributed.main_process_first():  # one process converts/downloads, the others read its copy
         base = resolve_base(cfg.model, cfg.paths.cache_dir)
     tokenizer = load_tokenizer(cfg.model, base)
+    if distributed.is_main():  # so that `python -m src.prepare` on a cache hit needs no tokenizer
+        TokenizerSource(cfg.model, base, cfg.paths.cache_dir, tokenizer).remember()
     if (stops := stop_tokens.describe(tokenizer)) and distributed.is_main():
         log.info(stops)
     return base, tokenizer

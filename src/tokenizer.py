@@ -78,10 +78,17 @@ class TokenizerSource:
     `load()`; `identity()` reads the remembered identity when the tokenizer's files are unchanged (module
     docstring). `TokenizerSource.of(tokenizer)` wraps one already loaded."""
 
-    def __init__(self, cfg: ModelConfig, base: str, cache_dir: str | os.PathLike):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        base: str,
+        cache_dir: str | os.PathLike,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+    ):
+        """`tokenizer`: load_tokenizer(cfg, base) when the caller has loaded it already."""
         self.cfg, self.base = cfg, base
         self.memo_file = Path(cache_dir) / "data" / MEMO_FILE
-        self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._tokenizer = tokenizer
 
     @classmethod
     def of(cls, tokenizer: PreTrainedTokenizerBase) -> TokenizerSource:
@@ -102,11 +109,16 @@ class TokenizerSource:
         if self.cfg is None:
             return tokenizer_identity(self.load())
         key = self._files_key()
-        memo = self._read_memo()
-        if key is not None and key in memo:
-            return memo[key]
+        remembered = self._read_memo().get(key) if key is not None else None
+        return remembered if remembered is not None else self.remember(key)
+
+    def remember(self, key: str | None = None) -> list:
+        """The loaded tokenizer's identity, stored under its files' key (a training run calls it, so that a
+        later `python -m src.prepare` finds it)."""
         identity = tokenizer_identity(self.load())
+        key = key if key is not None else self._files_key()
         if key is not None:
+            memo = self._read_memo()
             memo[key] = identity
             with contextlib.suppress(OSError):  # a read-only cache folder: loaded each time
                 write_text_atomic(self.memo_file, json.dumps(memo))

@@ -62,3 +62,12 @@ def test_a_source_and_the_loaded_tokenizer_key_the_same_cache(tmp_path):
     second = prepare_data(cfg.data, load_tokenizer(cfg.model, base), tmp_path, progress=False)
     assert not first.from_cache and second.from_cache and second.cache_path == first.cache_path
     assert len(first.train) + len(first.eval) == 40
+
+
+def test_a_training_runs_tokenizer_is_remembered_for_the_next_prepare(tmp_path):
+    """stages.build_tokenizer hands its loaded tokenizer to `remember`; a later source reads the identity."""
+    cfg, base = tokenizer_copy(tmp_path)
+    loaded = load_tokenizer(cfg.model, base)
+    assert TokenizerSource(cfg.model, base, tmp_path, loaded).remember() == tokenizer_identity(loaded)
+    later = TokenizerSource(cfg.model, base, tmp_path)
+    assert later.identity() == tokenizer_identity(loaded) and later._tokenizer is None
