@@ -31,9 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MEMO_FILE = "tokenizer_identities.json"
-IDENTITY_VERSION = (
-    1  # bump when load_tokenizer changes what it loads, so remembered identities are not reused
-)
+# bump when load_tokenizer changes what it loads, so remembered identities are not reused
+IDENTITY_VERSION = 1
 # the files a tokenizer is read from: tokenizer.json, tokenizer_config.json, special_tokens_map.json,
 # config.json (it picks the tokenizer class), vocab.json, merges.txt, tokenizer.model (SentencePiece),
 # *.tiktoken, chat_template.jinja, and remote code
@@ -76,7 +75,7 @@ def tokenizer_identity(tokenizer: PreTrainedTokenizerBase) -> list:
 class TokenizerSource:
     """The tokenizer of `cfg` for the base `base` (src/base_model.py::resolve_base), loaded at the first
     `load()`; `identity()` reads the remembered identity when the tokenizer's files are unchanged (module
-    docstring). `TokenizerSource.of(tokenizer)` wraps one already loaded."""
+    docstring)."""
 
     def __init__(
         self,
@@ -90,14 +89,6 @@ class TokenizerSource:
         self.memo_file = Path(cache_dir) / "data" / MEMO_FILE
         self._tokenizer = tokenizer
 
-    @classmethod
-    def of(cls, tokenizer: PreTrainedTokenizerBase) -> TokenizerSource:
-        """A source that is this loaded tokenizer (its identity is computed from it, never remembered)."""
-        source = cls.__new__(cls)
-        source.cfg = source.base = source.memo_file = None
-        source._tokenizer = tokenizer
-        return source
-
     def load(self) -> PreTrainedTokenizerBase:
         """The tokenizer (load_tokenizer), loaded once."""
         if self._tokenizer is None:
@@ -106,15 +97,12 @@ class TokenizerSource:
 
     def identity(self) -> list:
         """tokenizer_identity of the tokenizer, remembered by its files' bytes (loads it when they changed)."""
-        if self.cfg is None:
-            return tokenizer_identity(self.load())
         key = self._files_key()
         remembered = self._read_memo().get(key) if key is not None else None
         return remembered if remembered is not None else self.remember(key)
 
     def remember(self, key: str | None = None) -> list:
-        """The loaded tokenizer's identity, stored under its files' key (a training run calls it, so that a
-        later `python -m src.prepare` finds it)."""
+        """The tokenizer's identity computed from it (loading it if needed) and stored under its files' key."""
         identity = tokenizer_identity(self.load())
         key = key if key is not None else self._files_key()
         if key is not None:

@@ -23,7 +23,7 @@ from src.data.loading import load_raw
 from src.data.progress import RowProgress
 from src.data.tokenization import CONVERSATION, tokenize_split, truncates
 from src.data_files import local_files
-from src.tokenizer import TokenizerSource
+from src.tokenizer import TokenizerSource, tokenizer_identity
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -145,9 +145,12 @@ def prepare_data(
     one tokenizing the same data waits for it up to `lock_timeout` seconds, then raises ConfigError naming
     the lock file and `python -m src.prepare`. `tokenizer` is a loaded one, or a TokenizerSource that a cache
     hit never loads (src/tokenizer.py)."""
-    source = tokenizer if isinstance(tokenizer, TokenizerSource) else TokenizerSource.of(tokenizer)
+    if isinstance(tokenizer, TokenizerSource):
+        identity, load = tokenizer.identity(), tokenizer.load
+    else:
+        identity, load = tokenizer_identity(tokenizer), lambda: tokenizer
     memo = DigestMemo(Path(cache_dir) / "data")
-    key = cache_key(cfg, source.identity(), memo)
+    key = cache_key(cfg, identity, memo)
     path = Path(cache_dir) / "data" / f"{cfg.name}-{key}"
     path.parent.mkdir(parents=True, exist_ok=True)
     memo.save()
@@ -162,7 +165,7 @@ def prepare_data(
         if from_cache:
             log.info("Tokenized data: reusing cache %s", path)
         else:
-            _tokenize_into(cfg, source.load(), path, key, progress)
+            _tokenize_into(cfg, load(), path, key, progress)
     finally:
         lock.release()
     tokenized = load_from_disk(str(path / "dataset"))  # memory-mapped, on a cache miss too
