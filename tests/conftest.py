@@ -105,6 +105,11 @@ def cfg_train(tmp_path):
     return make
 
 
+def imported_modules(importtime_stderr: str) -> set[str]:
+    """The modules a `python -X importtime` process imported, from its stderr."""
+    return {line.rsplit("|", 1)[-1].strip() for line in importtime_stderr.splitlines() if "|" in line}
+
+
 def logged_hparams(log_dir: Path) -> dict:
     """The hyperparameters TensorBoard's HPARAMS tab reads (session_start_info of the hparams plugin)."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader

@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import CACHE, ROOT, TINY
+from tests.conftest import CACHE, ROOT, TINY, imported_modules
+from tests.src.test_tokenizer import copy_tokenizer_files
 
 
 def chats(count: int) -> list[dict]:
@@ -67,7 +66,7 @@ def test_two_prepares_at_once_tokenize_once_and_the_cache_serves_a_third(tmp_pat
         timeout=600,
     )
     assert third.returncode == 0 and "Data read from the cache in" in third.stdout, third.stderr[-2000:]
-    imported = {line.rsplit("|", 1)[-1].strip() for line in third.stderr.splitlines() if "|" in line}
+    imported = imported_modules(third.stderr)
     assert "datasets" in imported and not imported & {"torch", "transformers", "trl"}
     assert [p.name for p in (cache / "data").iterdir() if p.name.startswith(".")] == []  # no temporary folder
 
@@ -76,19 +75,11 @@ def test_a_hub_model_is_prepared_offline_from_the_hub_cache_and_its_hit_loads_no
     """model.source=hub: the tokenizer's files come from the local Hub cache (HF_HUB_OFFLINE=1, as a user
     with the model downloaded runs), its identity is remembered by them, and the second call is a hit that
     imports neither transformers nor torch. Fresh interpreters: Hugging Face settings are read at import."""
-    from src.base_model import resolve_base
-    from tests.conftest import typed_config
-
-    base = Path(resolve_base(typed_config(TINY).model, CACHE))
     revision = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "hub" / "models--example--tiny-chat"
-    snapshot = repo / "snapshots" / revision
-    snapshot.mkdir(parents=True)
+    copy_tokenizer_files(repo / "snapshots" / revision)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(revision)
-    for file in base.iterdir():
-        if file.suffix != ".safetensors":
-            shutil.copy(file, snapshot)
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in chats(40)))
     overrides = [
@@ -112,9 +103,7 @@ def test_a_hub_model_is_prepared_offline_from_the_hub_cache_and_its_hit_loads_no
     assert [run.returncode for run in runs] == [0, 0], runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
     assert "Data tokenized in" in runs[0].stdout and "Data read from the cache in" in runs[1].stdout
     assert "  train: 32 examples" in runs[1].stdout  # eval_fraction=0.2 of 40
-    imported = [
-        {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines() if "|" in line} for run in runs
-    ]
+    imported = [imported_modules(run.stderr) for run in runs]
     assert "transformers" in imported[0] and not imported[1] & {"torch", "transformers", "trl"}
     memo = json.loads((tmp_path / "cache" / "data" / "tokenizer_identities.json").read_text())
     assert len(memo) == 1 and next(iter(memo.values()))[2] == "<|im_end|>"

@@ -14,20 +14,18 @@ from src.tokenizer import MEMO_FILE, TokenizerSource, load_tokenizer, tokenizer_
 from tests.conftest import CACHE, TINY, typed_config
 
 
-def tokenizer_copy(tmp_path: Path) -> tuple[object, str]:
-    """The tiny model's config and a copy of its base folder's tokenizer files (no weights)."""
+def copy_tokenizer_files(folder: Path) -> tuple[object, str]:
+    """The tiny model's config, and its base folder's files but the weights copied into `folder`."""
     cfg = typed_config(TINY)
-    base = Path(resolve_base(cfg.model, CACHE))
-    folder = tmp_path / "base"
-    folder.mkdir()
-    for file in base.iterdir():
+    folder.mkdir(parents=True)
+    for file in Path(resolve_base(cfg.model, CACHE)).iterdir():
         if file.suffix != ".safetensors":
             shutil.copy(file, folder)
     return cfg, str(folder)
 
 
 def test_the_remembered_identity_is_the_loaded_tokenizers_and_a_second_source_loads_nothing(tmp_path):
-    cfg, base = tokenizer_copy(tmp_path)
+    cfg, base = copy_tokenizer_files(tmp_path / "base")
     first = TokenizerSource(cfg.model, base, tmp_path / "cache")
     identity = first.identity()
     loaded = load_tokenizer(cfg.model, base)
@@ -40,7 +38,7 @@ def test_the_remembered_identity_is_the_loaded_tokenizers_and_a_second_source_lo
 
 
 def test_a_changed_tokenizer_file_or_template_override_is_loaded_again(tmp_path):
-    cfg, base = tokenizer_copy(tmp_path)
+    cfg, base = copy_tokenizer_files(tmp_path / "base")
     cache = tmp_path / "cache"
     before = TokenizerSource(cfg.model, base, cache).identity()
     template = Path(base) / "chat_template.jinja"
@@ -55,7 +53,7 @@ def test_a_changed_tokenizer_file_or_template_override_is_loaded_again(tmp_path)
 
 
 def test_a_source_and_the_loaded_tokenizer_key_the_same_cache(tmp_path):
-    cfg, base = tokenizer_copy(tmp_path)
+    cfg, base = copy_tokenizer_files(tmp_path / "base")
     cfg = typed_config([*TINY, "data.builtin_examples=40"])
     source = TokenizerSource(cfg.model, base, tmp_path)
     first = prepare_data(cfg.data, source, tmp_path, progress=False)
@@ -66,7 +64,7 @@ def test_a_source_and_the_loaded_tokenizer_key_the_same_cache(tmp_path):
 
 def test_a_training_runs_tokenizer_is_remembered_for_the_next_prepare(tmp_path):
     """stages.build_tokenizer hands its loaded tokenizer to `remember`; a later source reads the identity."""
-    cfg, base = tokenizer_copy(tmp_path)
+    cfg, base = copy_tokenizer_files(tmp_path / "base")
     loaded = load_tokenizer(cfg.model, base)
     assert TokenizerSource(cfg.model, base, tmp_path, loaded).remember() == tokenizer_identity(loaded)
     later = TokenizerSource(cfg.model, base, tmp_path)

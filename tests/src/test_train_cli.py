@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import CACHE, ROOT, TINY, run_module
+from tests.conftest import CACHE, ROOT, TINY, imported_modules, run_module
 from tests.forked_cli import run_python
 
 
@@ -189,5 +189,5 @@ def test_a_refusal_loads_no_torch():
         result.returncode == 2
         and "Config error: optim.learning_rate=0.0 must be a positive" in result.stdout + result.stderr
     )
-    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    imported = imported_modules(result.stderr)
     assert "hydra" in imported and not imported & {"torch", "transformers", "trl", "peft"}
